@@ -168,6 +168,12 @@ void http_req_body_stream(struct http_req *rq, int64_t size, http_read_cb cb, vo
 /** http_req_on_data() - stream the response body to @cb instead of collecting it. */
 void http_req_on_data(struct http_req *rq, http_write_cb cb, void *ctx);
 
+/**
+ * http_req_follow() - follow up to @max_redirects redirects (default 0: none). curl
+ * drops Authorization headers when a redirect changes host.
+ */
+void http_req_follow(struct http_req *rq, long max_redirects);
+
 /** http_req_max_body() - cap of a collected response body (0: HTTP_DEFAULT_MAX_BODY). */
 void http_req_max_body(struct http_req *rq, size_t max);
 

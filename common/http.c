@@ -1,0 +1,895 @@
+/*
+ * http.c - one curl multi per libuv loop (see http.h).
+ *
+ * Three levels of context, as in curl's hiperfifo example: struct mi_http (the multi,
+ * its timer), struct http_req (one easy handle, via CURLOPT_PRIVATE) and struct
+ * http_sock (one uv_poll per curl socket, via curl_multi_assign). curl is only ever
+ * called from loop callbacks we own (poll, timer, reap), never from inside curl's own
+ * timer or socket callbacks, and every call to curl_multi_socket_action() is followed
+ * by draining curl_multi_info_read(), so a transfer that ends on any path is reaped.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "http.h"
+
+#define HTTP_UA_DEFAULT "media-ingest/0.1"
+#define HTTP_CONNECT_TIMEOUT_MS 10000
+
+enum req_state { RQ_NEW = 0, RQ_RUNNING, RQ_DONE };
+
+struct http_sock {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct mi_http *http;
+    struct http_sock *prev, *next;   /* http->socks, so leftovers can be closed */
+};
+
+struct mi_http {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;                /* curl's single timeout */
+    uv_timer_t reap;                 /* completes cancelled requests outside curl */
+    int open_handles;                /* our timers still open: free when 0 */
+    char *user_agent;
+    size_t active;
+    bool freeing;
+    struct http_req *reqs;           /* running requests, doubly linked */
+    struct http_sock *socks;
+};
+
+struct buf {
+    char *data;
+    size_t len, cap, max;
+};
+
+struct http_req {
+    struct mi_http *http;
+    CURL *easy;
+    enum http_method method;
+    enum req_state state;
+    char *url;
+    struct curl_slist *headers;
+    char *sigv4, *user, *pass;
+    uint64_t timeout_ms;
+    long follow;
+
+    const unsigned char *body;       /* borrowed request body */
+    size_t body_len, body_off;
+    bool has_body;
+    http_read_cb read_cb;
+    void *read_ctx;
+    int64_t stream_size;
+
+    http_write_cb write_cb;
+    void *write_ctx;
+    struct buf resp;                 /* collected body (or error body of a stream) */
+    struct buf hdrs;                 /* "name\0value\0" pairs of the last response */
+
+    bool paused;
+    bool canceled;
+    int abort_status;                /* why a callback made curl abort */
+    http_done_cb cb;
+    void *cb_ctx;
+    void *user_ctx;
+    char errbuf[CURL_ERROR_SIZE];
+    struct http_req *prev, *next;
+};
+
+/* --- small helpers --------------------------------------------------------------- */
+
+static int buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (n > b->max - b->len)
+        return HTTP_E_TOOBIG;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        char *d;
+
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if (cap > b->max + 1)
+            cap = b->max + 1;
+        d = realloc(b->data, cap);
+        if (!d)
+            return -ENOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+/**
+ * http_method_name() - see http.h.
+ */
+const char *http_method_name(enum http_method m)
+{
+    static const char *const names[] = { "GET", "HEAD", "PUT", "POST", "DELETE" };
+
+    return (unsigned)m < sizeof(names) / sizeof(names[0]) ? names[m] : "?";
+}
+
+static void list_add(struct mi_http *h, struct http_req *rq)
+{
+    rq->prev = NULL;
+    rq->next = h->reqs;
+    if (h->reqs)
+        h->reqs->prev = rq;
+    h->reqs = rq;
+}
+
+static void list_del(struct mi_http *h, struct http_req *rq)
+{
+    if (rq->prev)
+        rq->prev->next = rq->next;
+    else
+        h->reqs = rq->next;
+    if (rq->next)
+        rq->next->prev = rq->prev;
+    rq->prev = rq->next = NULL;
+}
+
+/* --- completion ---------------------------------------------------------------- */
+
+static int map_result(struct http_req *rq, CURLcode res, struct mi_err *err)
+{
+    const char *m = http_method_name(rq->method);
+    const char *text = rq->errbuf[0] ? rq->errbuf : curl_easy_strerror(res);
+
+    if (rq->canceled)
+        return mi_err_set(err, HTTP_E_CANCELED, "http %s: cancelled", m);
+    if (rq->abort_status == HTTP_E_TOOBIG)
+        return mi_err_set(err, HTTP_E_TOOBIG, "http %s: response body larger than %zu bytes",
+                          m, rq->resp.max);
+    if (rq->abort_status == -ENOMEM)
+        return mi_err_set(err, -ENOMEM, "http %s: out of memory", m);
+    if (rq->abort_status)
+        return mi_err_set(err, HTTP_E_CALLBACK, "http %s: aborted by the caller", m);
+    switch (res) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_OPERATION_TIMEDOUT:
+        return mi_err_set(err, HTTP_E_TIMEOUT, "http %s: deadline of %llu ms passed (%s)", m,
+                          (unsigned long long)rq->timeout_ms, text);
+    case CURLE_OUT_OF_MEMORY:
+        return mi_err_set(err, -ENOMEM, "http %s: out of memory", m);
+    default:
+        return mi_err_set(err, HTTP_E_TRANSPORT, "http %s: %s", m, text);
+    }
+}
+
+static void req_destroy(struct http_req *rq)
+{
+    if (rq->easy)
+        curl_easy_cleanup(rq->easy);
+    curl_slist_free_all(rq->headers);
+    free(rq->url);
+    free(rq->sigv4);
+    free(rq->user);
+    if (rq->pass) {
+        explicit_bzero(rq->pass, strlen(rq->pass));
+        free(rq->pass);
+    }
+    free(rq->resp.data);
+    free(rq->hdrs.data);
+    free(rq);
+}
+
+/* The request has been removed from the multi: report it and free it. */
+static void req_complete(struct http_req *rq, CURLcode res)
+{
+    struct mi_http *h = rq->http;
+    struct mi_err err = MI_ERR_INIT;
+    int status = map_result(rq, res, &err);
+
+    rq->state = RQ_DONE;
+    list_del(h, rq);
+    h->active--;
+    rq->cb(rq->cb_ctx, rq, status, status ? &err : NULL);
+    req_destroy(rq);
+}
+
+static void drain(struct mi_http *h)
+{
+    for (;;) {
+        int left = 0;
+        CURLMsg *msg = curl_multi_info_read(h->multi, &left);
+        struct http_req *rq = NULL;
+        CURLcode res;
+        CURL *easy;
+
+        if (!msg)
+            break;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        /* The message does not survive curl_multi_remove_handle(): copy it first. */
+        easy = msg->easy_handle;
+        res = msg->data.result;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&rq);
+        curl_multi_remove_handle(h->multi, easy);
+        if (rq)
+            req_complete(rq, res);
+    }
+}
+
+static void on_reap(uv_timer_t *t)
+{
+    struct mi_http *h = t->data;
+    bool again = true;
+
+    /* A done callback may cancel or start others, so rescan after each completion. */
+    while (again) {
+        again = false;
+        for (struct http_req *rq = h->reqs; rq; rq = rq->next) {
+            if (rq->canceled) {
+                curl_multi_remove_handle(h->multi, rq->easy);
+                req_complete(rq, CURLE_ABORTED_BY_CALLBACK);
+                again = true;
+                break;
+            }
+        }
+    }
+}
+
+/* --- curl's socket and timer callbacks --------------------------------------------- */
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct mi_http *h = t->data;
+    int running = 0;
+
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain(h);
+}
+
+/* curl asks for its timer: -1 stops it; 0 fires on the next loop turn, not from here. */
+static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct mi_http *h = userp;
+
+    if (timeout_ms < 0)
+        uv_timer_stop(&h->timer);
+    else
+        uv_timer_start(&h->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    struct http_sock *s = p->data;
+    struct mi_http *h = s->http;
+    int flags = 0, running = 0;
+
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    curl_multi_socket_action(h->multi, s->fd, flags, &running);
+    drain(h);
+}
+
+static void sock_closed(uv_handle_t *hd)
+{
+    free(hd->data);
+}
+
+static void sock_close(struct mi_http *h, struct http_sock *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->socks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    uv_poll_stop(&s->poll);
+    uv_close((uv_handle_t *)&s->poll, sock_closed);
+}
+
+static int sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct mi_http *h = userp;
+    struct http_sock *s = socketp;
+    int events = 0;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            curl_multi_assign(h->multi, fd, NULL);
+            sock_close(h, s);
+        }
+        return 0;
+    }
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return -1;
+        if (uv_poll_init_socket(h->loop, &s->poll, fd) != 0) {
+            free(s);
+            return -1;
+        }
+        s->fd = fd;
+        s->http = h;
+        s->poll.data = s;
+        s->next = h->socks;
+        if (h->socks)
+            h->socks->prev = s;
+        h->socks = s;
+        curl_multi_assign(h->multi, fd, s);
+    }
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&s->poll, events, on_poll);
+    return 0;
+}
+
+/* --- per-request curl callbacks ---------------------------------------------------- */
+
+static size_t on_read(char *buf, size_t size, size_t nmemb, void *userp)
+{
+    struct http_req *rq = userp;
+    size_t cap = size * nmemb, n = 0;
+    int r;
+
+    if (!rq->read_cb) {
+        n = rq->body_len - rq->body_off;
+        if (n > cap)
+            n = cap;
+        memcpy(buf, rq->body + rq->body_off, n);
+        rq->body_off += n;
+        return n;
+    }
+    r = rq->read_cb(rq->read_ctx, buf, cap, &n);
+    if (r == 0)
+        return n <= cap ? n : cap;
+    if (r == HTTP_PAUSE) {
+        rq->paused = true;
+        return CURL_READFUNC_PAUSE;
+    }
+    rq->abort_status = HTTP_E_CALLBACK;
+    return CURL_READFUNC_ABORT;
+}
+
+/* curl rewinds a buffered body when it must resend it (a reused connection died). */
+static int on_seek(void *userp, curl_off_t offset, int origin)
+{
+    struct http_req *rq = userp;
+
+    if (rq->read_cb || origin != SEEK_SET || offset < 0 || (size_t)offset > rq->body_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    rq->body_off = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct http_req *rq = userp;
+    size_t n = size * nmemb;
+    long code = 0;
+    int r;
+
+    curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &code);
+    /* Error bodies of streamed responses are collected so the caller can read them. */
+    if (rq->write_cb && code >= 200 && code < 300) {
+        r = rq->write_cb(rq->write_ctx, data, n);
+        if (r == 0)
+            return n;
+        if (r == HTTP_PAUSE) {
+            rq->paused = true;
+            return CURL_WRITEFUNC_PAUSE;
+        }
+        rq->abort_status = HTTP_E_CALLBACK;
+        return 0;
+    }
+    r = buf_append(&rq->resp, data, n);
+    if (r != 0) {
+        rq->abort_status = r;
+        return 0;
+    }
+    return n;
+}
+
+/* Keep "name\0value\0" pairs of the final response; a status line starts a new one. */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct http_req *rq = userp;
+    size_t n = size * nmemb, nl, vs, ve;
+    const char *colon;
+
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        rq->hdrs.len = 0;
+        return n;
+    }
+    colon = memchr(data, ':', n);
+    if (!colon)
+        return n;
+    nl = (size_t)(colon - data);
+    vs = nl + 1;
+    ve = n;
+    while (vs < ve && (data[vs] == ' ' || data[vs] == '\t'))
+        vs++;
+    while (ve > vs && (data[ve - 1] == '\r' || data[ve - 1] == '\n' || data[ve - 1] == ' ' ||
+                       data[ve - 1] == '\t'))
+        ve--;
+    /* Past the cap headers are dropped: the ones we use come first in practice. */
+    if (nl + (ve - vs) + 2 <= rq->hdrs.max - rq->hdrs.len) {
+        if (buf_append(&rq->hdrs, data, nl) != 0 || buf_append(&rq->hdrs, "", 1) != 0 ||
+            buf_append(&rq->hdrs, data + vs, ve - vs) != 0 || buf_append(&rq->hdrs, "", 1) != 0)
+            return n;
+    }
+    return n;
+}
+
+/* --- the adapter ----------------------------------------------------------------- */
+
+/**
+ * http_new() - see http.h.
+ */
+int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
+{
+    struct mi_http *h;
+
+    *httpp = NULL;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return mi_err_set(err, -EIO, "http: curl_global_init failed");
+    h = calloc(1, sizeof(*h));
+    if (!h) {
+        curl_global_cleanup();
+        return mi_err_set(err, -ENOMEM, "http: out of memory");
+    }
+    h->loop = loop;
+    h->user_agent = strdup(HTTP_UA_DEFAULT);
+    h->multi = curl_multi_init();
+    if (!h->multi || !h->user_agent) {
+        if (h->multi)
+            curl_multi_cleanup(h->multi);
+        free(h->user_agent);
+        free(h);
+        curl_global_cleanup();
+        return mi_err_set(err, -ENOMEM, "http: out of memory");
+    }
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, sock_fn);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    /* Enough idle connections for a full worker's parallel part uploads to reuse. */
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 64L);
+    uv_timer_init(loop, &h->timer);
+    uv_timer_init(loop, &h->reap);
+    h->timer.data = h;
+    h->reap.data = h;
+    h->open_handles = 2;
+    *httpp = h;
+    return 0;
+}
+
+static void http_closed(uv_handle_t *hd)
+{
+    struct mi_http *h = hd->data;
+
+    if (--h->open_handles == 0) {
+        free(h->user_agent);
+        free(h);
+        curl_global_cleanup();
+    }
+}
+
+/**
+ * http_free() - see http.h.
+ */
+void http_free(struct mi_http *http)
+{
+    if (!http || http->freeing)
+        return;
+    http->freeing = true;
+    while (http->reqs) {
+        struct http_req *rq = http->reqs;
+
+        rq->canceled = true;
+        curl_multi_remove_handle(http->multi, rq->easy);
+        req_complete(rq, CURLE_ABORTED_BY_CALLBACK);
+    }
+    /* Closing the connection cache reports its sockets through sock_fn (REMOVE). */
+    curl_multi_cleanup(http->multi);
+    http->multi = NULL;
+    while (http->socks)
+        sock_close(http, http->socks);
+    uv_close((uv_handle_t *)&http->timer, http_closed);
+    uv_close((uv_handle_t *)&http->reap, http_closed);
+}
+
+/**
+ * http_set_user_agent() - see http.h.
+ */
+int http_set_user_agent(struct mi_http *http, const char *ua)
+{
+    char *s = strdup(ua);
+
+    if (!s)
+        return -ENOMEM;
+    free(http->user_agent);
+    http->user_agent = s;
+    return 0;
+}
+
+/**
+ * http_active() - see http.h.
+ */
+size_t http_active(const struct mi_http *http)
+{
+    return http->active;
+}
+
+/* --- requests --------------------------------------------------------------------- */
+
+/**
+ * http_req_new() - see http.h.
+ */
+int http_req_new(struct http_req **rqp, struct mi_http *http, enum http_method method,
+                 const char *url, struct mi_err *err)
+{
+    struct http_req *rq;
+
+    *rqp = NULL;
+    if (!url || !url[0])
+        return mi_err_set(err, HTTP_E_USAGE, "http: empty URL");
+    if ((unsigned)method > HTTP_DELETE)
+        return mi_err_set(err, HTTP_E_USAGE, "http: unknown method");
+    rq = calloc(1, sizeof(*rq));
+    if (!rq)
+        return mi_err_set(err, -ENOMEM, "http: out of memory");
+    rq->http = http;
+    rq->method = method;
+    rq->url = strdup(url);
+    rq->timeout_ms = HTTP_DEFAULT_TIMEOUT_MS;
+    rq->resp.max = HTTP_DEFAULT_MAX_BODY;
+    rq->hdrs.max = HTTP_MAX_RESP_HEADERS;
+    rq->stream_size = -1;
+    if (!rq->url) {
+        free(rq);
+        return mi_err_set(err, -ENOMEM, "http: out of memory");
+    }
+    *rqp = rq;
+    return 0;
+}
+
+/**
+ * http_req_free() - see http.h.
+ */
+void http_req_free(struct http_req *rq)
+{
+    if (rq && rq->state == RQ_NEW)
+        req_destroy(rq);
+}
+
+/**
+ * http_req_header() - see http.h.
+ */
+int http_req_header(struct http_req *rq, const char *name, const char *value)
+{
+    struct curl_slist *l;
+    size_t nn = strlen(name), nv = strlen(value);
+    char *line;
+
+    if (rq->state != RQ_NEW || !nn || !nv)
+        return HTTP_E_USAGE;
+    line = malloc(nn + nv + 3);
+    if (!line)
+        return -ENOMEM;
+    memcpy(line, name, nn);
+    memcpy(line + nn, ": ", 2);
+    memcpy(line + nn + 2, value, nv + 1);
+    l = curl_slist_append(rq->headers, line);
+    explicit_bzero(line, nn + nv + 2);
+    free(line);
+    if (!l)
+        return -ENOMEM;
+    rq->headers = l;
+    return 0;
+}
+
+/**
+ * http_req_bearer() - see http.h.
+ */
+int http_req_bearer(struct http_req *rq, const char *token)
+{
+    size_t n = strlen(token);
+    char *v;
+    int r;
+
+    if (!n)
+        return HTTP_E_USAGE;
+    v = malloc(n + 8);
+    if (!v)
+        return -ENOMEM;
+    memcpy(v, "Bearer ", 7);
+    memcpy(v + 7, token, n + 1);
+    r = http_req_header(rq, "Authorization", v);
+    explicit_bzero(v, n + 7);
+    free(v);
+    return r;
+}
+
+/**
+ * http_req_aws_sigv4() - see http.h.
+ */
+int http_req_aws_sigv4(struct http_req *rq, const char *provider, const char *access_key,
+                       const char *secret)
+{
+    if (rq->state != RQ_NEW)
+        return HTTP_E_USAGE;
+    free(rq->sigv4);
+    free(rq->user);
+    free(rq->pass);
+    rq->sigv4 = strdup(provider);
+    rq->user = strdup(access_key);
+    rq->pass = strdup(secret);
+    if (!rq->sigv4 || !rq->user || !rq->pass)
+        return -ENOMEM;
+    return 0;
+}
+
+/**
+ * http_req_timeout() - see http.h.
+ */
+void http_req_timeout(struct http_req *rq, uint64_t ms)
+{
+    rq->timeout_ms = ms ? ms : HTTP_DEFAULT_TIMEOUT_MS;
+}
+
+/**
+ * http_req_body_buf() - see http.h.
+ */
+void http_req_body_buf(struct http_req *rq, const void *buf, size_t len)
+{
+    rq->body = buf;
+    rq->body_len = len;
+    rq->body_off = 0;
+    rq->has_body = true;
+    rq->read_cb = NULL;
+}
+
+/**
+ * http_req_body_stream() - see http.h.
+ */
+void http_req_body_stream(struct http_req *rq, int64_t size, http_read_cb cb, void *ctx)
+{
+    rq->read_cb = cb;
+    rq->read_ctx = ctx;
+    rq->stream_size = size;
+    rq->has_body = true;
+}
+
+/**
+ * http_req_on_data() - see http.h.
+ */
+void http_req_on_data(struct http_req *rq, http_write_cb cb, void *ctx)
+{
+    rq->write_cb = cb;
+    rq->write_ctx = ctx;
+}
+
+/**
+ * http_req_max_body() - see http.h.
+ */
+void http_req_max_body(struct http_req *rq, size_t max)
+{
+    rq->resp.max = max ? max : HTTP_DEFAULT_MAX_BODY;
+}
+
+static int64_t body_size(const struct http_req *rq)
+{
+    if (!rq->has_body)
+        return 0;
+    return rq->read_cb ? rq->stream_size : (int64_t)rq->body_len;
+}
+
+/* Translate the request into easy options; 0 or a CURLcode. */
+static CURLcode req_setup(struct http_req *rq)
+{
+    CURL *e = rq->easy;
+    CURLcode c = CURLE_OK;
+    uint64_t connect_ms = rq->timeout_ms < HTTP_CONNECT_TIMEOUT_MS ? rq->timeout_ms
+                                                                  : HTTP_CONNECT_TIMEOUT_MS;
+
+#define SET(opt, val)                                                                     \
+    do {                                                                                  \
+        if (c == CURLE_OK)                                                                \
+            c = curl_easy_setopt(e, opt, val);                                            \
+    } while (0)
+    SET(CURLOPT_URL, rq->url);
+    SET(CURLOPT_PRIVATE, (char *)rq);
+    SET(CURLOPT_ERRORBUFFER, rq->errbuf);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_TIMEOUT_MS, (long)rq->timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
+    SET(CURLOPT_USERAGENT, rq->http->user_agent);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    /* Servers that never answer 100 (R2) would otherwise cost a second per upload. */
+    SET(CURLOPT_EXPECT_100_TIMEOUT_MS, 50L);
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_WRITEDATA, rq);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, rq);
+    if (rq->follow) {
+        SET(CURLOPT_FOLLOWLOCATION, 1L);
+        SET(CURLOPT_MAXREDIRS, rq->follow);
+    }
+    if (rq->headers)
+        SET(CURLOPT_HTTPHEADER, rq->headers);
+    if (rq->sigv4) {
+        SET(CURLOPT_AWS_SIGV4, rq->sigv4);
+        SET(CURLOPT_USERNAME, rq->user);
+        SET(CURLOPT_PASSWORD, rq->pass);
+    }
+    switch (rq->method) {
+    case HTTP_GET:
+        SET(CURLOPT_HTTPGET, 1L);
+        break;
+    case HTTP_HEAD:
+        SET(CURLOPT_NOBODY, 1L);
+        break;
+    case HTTP_DELETE:
+        SET(CURLOPT_CUSTOMREQUEST, "DELETE");
+        break;
+    case HTTP_PUT:
+        SET(CURLOPT_UPLOAD, 1L);
+        SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)body_size(rq));
+        break;
+    case HTTP_POST:
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size(rq));
+        break;
+    }
+    if (rq->method == HTTP_PUT || rq->method == HTTP_POST) {
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, rq);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, rq);
+    }
+#undef SET
+    return c;
+}
+
+/**
+ * http_req_start() - see http.h.
+ */
+int http_req_start(struct http_req *rq, http_done_cb cb, void *ctx, struct mi_err *err)
+{
+    struct mi_http *h = rq->http;
+    const char *m = http_method_name(rq->method);
+    CURLcode c;
+    CURLMcode mc;
+
+    if (rq->state != RQ_NEW || h->freeing)
+        return mi_err_set(err, HTTP_E_USAGE, "http %s: request already started", m);
+    if (rq->has_body && rq->method != HTTP_PUT && rq->method != HTTP_POST)
+        return mi_err_set(err, HTTP_E_USAGE, "http %s: a body needs PUT or POST", m);
+    rq->easy = curl_easy_init();
+    if (!rq->easy)
+        return mi_err_set(err, -ENOMEM, "http %s: out of memory", m);
+    c = req_setup(rq);
+    if (c != CURLE_OK)
+        return mi_err_set(err, c == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EIO,
+                          "http %s: %s", m, curl_easy_strerror(c));
+    rq->cb = cb;
+    rq->cb_ctx = ctx;
+    mc = curl_multi_add_handle(h->multi, rq->easy);
+    if (mc != CURLM_OK)
+        return mi_err_set(err, mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : -EIO, "http %s: %s", m,
+                          curl_multi_strerror(mc));
+    rq->state = RQ_RUNNING;
+    list_add(h, rq);
+    h->active++;
+    return 0;
+}
+
+/**
+ * http_req_unpause() - see http.h.
+ */
+void http_req_unpause(struct http_req *rq)
+{
+    if (rq->state != RQ_RUNNING || !rq->paused)
+        return;
+    rq->paused = false;
+    curl_easy_pause(rq->easy, CURLPAUSE_CONT);
+}
+
+/**
+ * http_req_cancel() - see http.h.
+ */
+void http_req_cancel(struct http_req *rq)
+{
+    if (rq->state != RQ_RUNNING || rq->canceled)
+        return;
+    rq->canceled = true;
+    uv_timer_start(&rq->http->reap, on_reap, 0, 0);
+}
+
+/**
+ * http_req_status() - see http.h.
+ */
+long http_req_status(const struct http_req *rq)
+{
+    long code = 0;
+
+    if (rq->easy)
+        curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &code);
+    return code;
+}
+
+/**
+ * http_req_resp_header() - see http.h.
+ */
+const char *http_req_resp_header(const struct http_req *rq, const char *name)
+{
+    const char *p = rq->hdrs.data, *end = p ? p + rq->hdrs.len : NULL;
+
+    while (p && p < end) {
+        const char *value = p + strlen(p) + 1;
+
+        if (value >= end)
+            break;
+        if (strcasecmp(p, name) == 0)
+            return value;
+        p = value + strlen(value) + 1;
+    }
+    return NULL;
+}
+
+/**
+ * http_req_body() - see http.h.
+ */
+const char *http_req_body(const struct http_req *rq, size_t *len)
+{
+    if (len)
+        *len = rq->resp.len;
+    return rq->resp.data ? rq->resp.data : "";
+}
+
+/**
+ * http_req_take_body() - see http.h.
+ */
+char *http_req_take_body(struct http_req *rq, size_t *len)
+{
+    char *d = rq->resp.data;
+
+    *len = d ? rq->resp.len : 0;
+    rq->resp.data = NULL;
+    rq->resp.len = rq->resp.cap = 0;
+    return d;
+}
+
+/**
+ * http_req_ctx_set() - see http.h.
+ */
+void http_req_ctx_set(struct http_req *rq, void *ctx)
+{
+    rq->user_ctx = ctx;
+}
+
+/**
+ * http_req_ctx() - see http.h.
+ */
+void *http_req_ctx(const struct http_req *rq)
+{
+    return rq->user_ctx;
+}
+
+/**
+ * http_req_follow() - see http.h.
+ */
+void http_req_follow(struct http_req *rq, long max_redirects)
+{
+    rq->follow = max_redirects > 0 ? max_redirects : 0;
+}
