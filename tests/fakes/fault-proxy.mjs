@@ -2,7 +2,8 @@
 //
 // Usage: node fault-proxy.mjs UPSTREAM_URL [RATE] [SEED]
 //   UPSTREAM_URL  e.g. http://127.0.0.1:57480 (loopback only)
-//   RATE          fraction of UploadPart and CompleteMultipartUpload requests that fail (0.1)
+//   RATE          fraction of UploadPart and CompleteMultipartUpload requests that fail (0.1);
+//                 failure kinds rotate, and the first Complete always gets error200
 //   SEED          PRNG seed, so a run can be repeated (1)
 // Prints "PORT <n>" once listening; exits when stdin closes.
 //
@@ -48,13 +49,18 @@ function classify(req, url) {
   return 'other';
 }
 
+// Whether a request fails is random; which failure it gets rotates, so that even a short
+// run sees every kind. The first Complete of a run (with RATE > 0) always gets error200.
+const rotation = { part: ['slowdown', 'internal', 'cut'],
+  complete: ['error200', 'slowdown', 'internal', 'cut'] };
+const turn = { part: 0, complete: 0 };
+let completes = 0;
 function pickFault(kind) {
-  if (kind === 'other' || rnd() >= rate) return null;
-  const r = rnd();
-  if (kind === 'complete') {
-    return r < 0.25 ? 'slowdown' : r < 0.5 ? 'internal' : r < 0.75 ? 'cut' : 'error200';
-  }
-  return r < 0.34 ? 'slowdown' : r < 0.67 ? 'internal' : 'cut';
+  if (kind === 'other' || rate <= 0) return null;
+  if (kind === 'complete' && completes++ === 0) return rotation.complete[turn.complete++ % 4];
+  if (rnd() >= rate) return null;
+  const list = rotation[kind];
+  return list[turn[kind]++ % list.length];
 }
 
 function forward(req, res, entry, cutAfter) {
