@@ -34,6 +34,7 @@
 
 #include "http.h"
 #include "s3.h"
+#include "sigv4.h"
 #include "storage_impl.h"
 
 #define S3_PART_INFLIGHT 2                  /* parts in flight per writer (R2: keep it low) */
@@ -52,8 +53,10 @@ struct s3_writer;
 struct s3 {
     struct storage *st;
     char base[512];                 /* scheme://host[:port] (virtual hosts include the bucket) */
+    char origin[512];               /* base without a trailing path */
+    char host[300];                 /* host[:port] as sent in Host and signed */
+    char region[64];
     bool path_style;
-    char provider[128];             /* aws:amz:REGION:s3 */
     uint64_t rnd;                   /* xorshift state for jitter */
     /*
      * Part buffers. Until the shared budget (budget.h) is wired in, the backend counts
@@ -118,22 +121,46 @@ int s3_uri_encode(const char *in, bool keep_slash, char *out, size_t cap)
     return (int)o;
 }
 
-/* URL of @key (NULL: the bucket) with an already canonical @query (NULL: none). */
-static int build_url(const struct s3 *s, const char *key, const char *query, char *out,
-                     size_t cap)
+/* The raw (unencoded) path of @key, or of the bucket when @key is NULL. */
+static int build_path(const struct s3 *s, const char *key, char *out, size_t cap)
 {
-    char ekey[2048] = "";
     int n;
 
-    if (key && s3_uri_encode(key, true, ekey, sizeof(ekey)) < 0)
-        return -ENOSPC;
     if (s->path_style)
-        n = snprintf(out, cap, "%s/%s%s%s%s%s", s->base, s->st->cfg.bucket, key ? "/" : "",
-                     ekey, query ? "?" : "", query ? query : "");
+        n = snprintf(out, cap, "/%s%s%s", s->st->cfg.bucket, key ? "/" : "", key ? key : "");
     else
-        n = snprintf(out, cap, "%s/%s%s%s", s->base, ekey, query ? "?" : "",
-                     query ? query : "");
+        n = snprintf(out, cap, "/%s", key ? key : "");
     return n < 0 || (size_t)n >= cap ? -ENOSPC : 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Decode %XX in place (the query strings here are built by s3_uri_encode()). */
+static void pct_decode(char *s)
+{
+    char *o = s;
+
+    for (; *s; s++) {
+        int hi = *s == '%' ? hexval(s[1]) : -1;
+        int lo = hi >= 0 ? hexval(s[2]) : -1;
+
+        if (lo >= 0) {
+            *o++ = (char)(hi * 16 + lo);
+            s += 2;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
 }
 
 static uint64_t rnd_next(struct s3 *s)
@@ -306,7 +333,8 @@ struct s3_call {
     const char *op;                  /* "UploadPart", for messages */
     int part;                        /* part number for messages, 0 if none */
     enum http_method method;
-    char url[S3_URL_MAX];
+    char path[2200];                 /* raw path: /bucket/key */
+    char query[S3_URL_MAX];          /* encoded, as built by the caller ("" for none) */
     char payload_sha[65];
     const void *body;                /* borrowed until the callback */
     size_t body_len;
@@ -383,7 +411,9 @@ static int call_new(struct s3_call **cp, struct s3 *s, const char *op, enum http
     c->method = m;
     c->max_body = S3_XML_MAX;
     memcpy(c->payload_sha, S3_EMPTY_SHA256, sizeof(c->payload_sha));
-    if (build_url(s, key, query, c->url, sizeof(c->url)) < 0) {
+    if (build_path(s, key, c->path, sizeof(c->path)) < 0 ||
+        (size_t)snprintf(c->query, sizeof(c->query), "%s", query ? query : "") >=
+            sizeof(c->query)) {
         free(c->x);
         free(c);
         return mi_err_set(err, STORAGE_E_BADKEY, "s3 %s: URL too long", op);
@@ -451,10 +481,98 @@ static bool retryable_code(const char *code)
 
 static void call_done(void *ctx, struct http_req *rq, int hstatus, const struct mi_err *herr);
 
-static void call_attempt(struct s3_call *c)
+#define S3_QUERY_KV 8
+
+/*
+ * Sign the call with SigV4 (sigv4.h) for this attempt, and build the URL and the headers
+ * from the signer's result, so that what is sent is exactly what was signed.
+ */
+static int call_sign(struct s3_call *c, struct http_req **rqp, struct mi_err *err)
 {
     struct s3 *s = c->s;
     const struct storage_config *cfg = &s->st->cfg;
+    struct sigv4_kv q[S3_QUERY_KV], h[S3_CALL_HEADERS + 1];
+    struct sigv4_credentials cred = {
+        .access_key_id = cfg->access_key_id, .secret_access_key = cfg->secret_access_key,
+        .session_token = cfg->session_token, .region = s->region, .service = "s3",
+    };
+    struct sigv4_request sr = { .method = http_method_name(c->method), .path = c->path,
+                                .query = q, .headers = h, .payload_hash = c->payload_sha };
+    struct sigv4_result res = { 0 };
+    char qbuf[S3_URL_MAX], *url = NULL, *kv = qbuf;
+    struct http_req *rq = NULL;
+    size_t ulen;
+    int r;
+
+    memcpy(qbuf, c->query, sizeof(qbuf));
+    while (*kv) {
+        char *amp = strchr(kv, '&'), *eq;
+
+        if (amp)
+            *amp = '\0';
+        eq = strchr(kv, '=');
+
+        if (sr.n_query == S3_QUERY_KV)
+            return mi_err_set(err, -E2BIG, "s3 %s: too many query parameters", c->op);
+        if (eq)
+            *eq++ = '\0';
+        pct_decode(kv);
+        if (eq)
+            pct_decode(eq);
+        q[sr.n_query].name = kv;
+        q[sr.n_query].value = eq;
+        sr.n_query++;
+        if (!amp)
+            break;
+        kv = amp + 1;
+    }
+    h[0].name = "host";
+    h[0].value = s->host;
+    for (int i = 0; i < c->nhdr; i++) {
+        h[i + 1].name = c->hdr[i].name;
+        h[i + 1].value = c->hdr[i].value;
+    }
+    sr.n_headers = (size_t)c->nhdr + 1;
+    r = sigv4_sign(&sr, &cred, time(NULL), &res, err);
+    if (r != 0)
+        goto out;
+    ulen = strlen(s->origin) + strlen(res.canonical_uri) + strlen(res.canonical_query) + 2;
+    url = malloc(ulen);
+    if (!url) {
+        r = mi_err_set(err, -ENOMEM, "s3 %s: out of memory", c->op);
+        goto out;
+    }
+    snprintf(url, ulen, "%s%s%s%s", s->origin, res.canonical_uri,
+             res.canonical_query[0] ? "?" : "", res.canonical_query);
+    r = http_req_new(&rq, s->st->http, c->method, url, err);
+    if (r == 0)
+        r = http_req_header(rq, "Host", s->host);
+    if (r == 0)
+        r = http_req_header(rq, "x-amz-date", res.amz_date);
+    if (r == 0)
+        r = http_req_header(rq, "x-amz-content-sha256", c->payload_sha);
+    if (r == 0 && cfg->session_token && cfg->session_token[0])
+        r = http_req_header(rq, "x-amz-security-token", cfg->session_token);
+    for (int i = 0; r == 0 && i < c->nhdr; i++)
+        r = http_req_header(rq, c->hdr[i].name, c->hdr[i].value);
+    if (r == 0)
+        r = http_req_header(rq, "Authorization", res.authorization);
+    if (r != 0 && !err->msg[0])
+        mi_err_set(err, r, "s3 %s: cannot build the request", c->op);
+out:
+    free(url);
+    sigv4_result_clear(&res);
+    if (r != 0) {
+        http_req_free(rq);
+        return r;
+    }
+    *rqp = rq;
+    return 0;
+}
+
+static void call_attempt(struct s3_call *c)
+{
+    const struct storage_config *cfg = &c->s->st->cfg;
     struct mi_err err = MI_ERR_INIT;
     struct http_req *rq = NULL;
     int r;
@@ -466,15 +584,7 @@ static void call_attempt(struct s3_call *c)
     }
     c->attempt++;
     memset(c->x, 0, sizeof(*c->x));
-    r = http_req_new(&rq, s->st->http, c->method, c->url, &err);
-    if (r == 0)
-        r = http_req_aws_sigv4(rq, s->provider, cfg->access_key_id, cfg->secret_access_key);
-    if (r == 0)
-        r = http_req_header(rq, "x-amz-content-sha256", c->payload_sha);
-    if (r == 0 && cfg->session_token && cfg->session_token[0])
-        r = http_req_header(rq, "x-amz-security-token", cfg->session_token);
-    for (int i = 0; r == 0 && i < c->nhdr; i++)
-        r = http_req_header(rq, c->hdr[i].name, c->hdr[i].value);
+    r = call_sign(c, &rq, &err);
     if (r == 0) {
         http_req_timeout(rq, cfg->request_timeout_ms);
         http_req_max_body(rq, c->max_body);
@@ -1440,7 +1550,20 @@ static int s3_init(struct storage *st, struct mi_err *err)
         free(s);
         return mi_err_set(err, STORAGE_E_CONFIG, "storage endpoint URL is too long");
     }
-    snprintf(s->provider, sizeof(s->provider), "aws:amz:%s:s3", region);
+    {
+        const char *h = strstr(s->base, "://") + 3;
+        size_t hl = strcspn(h, "/");
+
+        if (hl == 0 || hl >= sizeof(s->host) || strlen(region) >= sizeof(s->region)) {
+            free(s);
+            return mi_err_set(err, STORAGE_E_CONFIG, "storage endpoint URL has no host");
+        }
+        memcpy(s->host, h, hl);
+        s->host[hl] = '\0';
+        memcpy(s->origin, s->base, (size_t)(h - s->base) + hl);
+        s->origin[(h - s->base) + hl] = '\0';
+        snprintf(s->region, sizeof(s->region), "%s", region);
+    }
     st->priv = s;
     return 0;
 }
