@@ -54,6 +54,13 @@ log() { echo "rgw: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_free PORT: a server could bind 127.0.0.1:PORT now (nothing listens on it or holds it bound)
+port_free() {
+  python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
 binary_of() { case "$1" in mon.*) echo ceph-mon ;; osd.*) echo ceph-osd ;; rgw.*) echo radosgw ;; esac; }
 # gone PID: exited (a zombie waiting to be reaped counts as gone)
 gone() { [ ! -r "/proc/$1/stat" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
@@ -190,8 +197,8 @@ cmd_up() {
   for b in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool curl; do
     command -v "$b" >/dev/null || die "$b not found (run scripts/bootstrap)"
   done
-  port_open "$PORT" && die "127.0.0.1:$PORT is taken by something else (set MI_RGW_PORT)"
-  port_open "$MON_PORT" && die "127.0.0.1:$MON_PORT is taken by something else (set MI_RGW_MON_PORT)"
+  port_free "$PORT" || die "127.0.0.1:$PORT is taken by something else (set MI_RGW_PORT)"
+  port_free "$MON_PORT" || die "127.0.0.1:$MON_PORT is taken by something else (set MI_RGW_MON_PORT)"
 
   local t0 fsid osd_uuid K="$DIR/keyring"
   t0=$(date +%s.%N)
@@ -215,6 +222,12 @@ cmd_up() {
   ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$K" >>"$LOGS/mkfs.out" 2>&1 \
     || die "ceph-mon --mkfs failed"
   start_daemon mon.a ceph-mon -c "$CONF" -i a -f
+  local deadline=$((SECONDS + 20))
+  until port_open "$MON_PORT"; do
+    daemon_pid mon.a >/dev/null || die "ceph-mon exited during startup"
+    [ $SECONDS -lt $deadline ] || die "ceph-mon did not listen on 127.0.0.1:$MON_PORT within 20s"
+    sleep 0.05
+  done
 
   # OSD: register it (waits for the mon to answer), make its store, start it
   ceph -c "$CONF" --connect-timeout 30 osd new "$osd_uuid" 0 >>"$LOGS/mkfs.out" 2>&1 || die "ceph osd new failed"
@@ -224,7 +237,8 @@ cmd_up() {
 
   # gateway
   start_daemon rgw.a radosgw -c "$CONF" -n client.rgw.a -f
-  local deadline=$((SECONDS + UP_TIMEOUT)) d
+  local d
+  deadline=$((SECONDS + UP_TIMEOUT))
   until s3_ok; do
     for d in $DAEMONS; do daemon_pid "$d" >/dev/null || die "$d exited during startup"; done
     [ $SECONDS -lt $deadline ] || die "radosgw did not answer on 127.0.0.1:$PORT within ${UP_TIMEOUT}s"
