@@ -32,6 +32,7 @@
 #include <expat.h>
 #include <openssl/evp.h>
 
+#include "budget.h"
 #include "http.h"
 #include "s3.h"
 #include "sigv4.h"
@@ -690,7 +691,9 @@ struct s3_writer {
     unsigned char stash[STORAGE_MAX_CHUNK];
     size_t stash_len;                /* bytes accepted while no buffer was free */
     bool paused;                     /* told the source STORAGE_PAUSE */
-    bool waiting;                    /* queued on s->waiters */
+    bool waiting;                    /* queued on s->waiters or on the budget */
+    struct budget_waiter *bw;        /* the budget's queue entry while waiting */
+    size_t want;                     /* bytes asked from the budget */
     struct s3_writer *wnext;
     int failed;                      /* first error */
     struct mi_err err;
@@ -709,42 +712,71 @@ static size_t part_cap(const struct s3_writer *wr)
     return ps;
 }
 
-static struct s3_part *part_get(struct s3_writer *wr)
+/* A part of @cap bytes whose budget bytes are already taken; NULL on ENOMEM. */
+static struct s3_part *part_alloc(struct s3_writer *wr, size_t cap)
 {
-    struct s3 *s = wr->s;
-    size_t cap = part_cap(wr);
-    struct s3_part *p;
+    struct s3_part *p = calloc(1, sizeof(*p));
 
-    if (cap == 0)
-        cap = 1;
-    if (s->buf_used + cap > s->buf_max && s->buf_used > 0)
-        return NULL;
-    p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
-    p->buf = malloc(cap);
+    p->buf = budget_buf_alloc(cap);
     if (!p->buf) {
         free(p);
         return NULL;
     }
     p->cap = cap;
     p->wr = wr;
-    s->buf_used += cap;
+    return p;
+}
+
+/* Take a part buffer at once if the budget allows; NULL otherwise. */
+static struct s3_part *part_get(struct s3_writer *wr)
+{
+    struct s3 *s = wr->s;
+    struct mi_budget *b = s->st->budget;
+    size_t cap = part_cap(wr);
+    struct s3_part *p;
+
+    if (cap == 0)
+        cap = 1;
+    if (b) {
+        if (!budget_try_take(b, cap))
+            return NULL;
+    } else if (s->buf_used + cap > s->buf_max && s->buf_used > 0) {
+        return NULL;
+    }
+    p = part_alloc(wr, cap);
+    if (!p) {
+        if (b)
+            budget_release(b, cap);
+        return NULL;
+    }
+    if (!b)
+        s->buf_used += cap;
     return p;
 }
 
 static void writer_resume(struct s3_writer *wr);
 static void commit_now(struct s3_writer *wr);
 static void wr_cancel_inflight(struct s3_writer *wr);
+static void wr_fail(struct s3_writer *wr, int status, const struct mi_err *err);
 
 static void part_put(struct s3 *s, struct s3_part *p)
 {
+    struct mi_budget *b = s->st->budget;
+
     if (!p)
         return;
+    budget_buf_free(p->buf, p->cap);
+    if (b) {
+        /* The budget grants its waiters from the loop. */
+        budget_release(b, p->cap);
+        free(p);
+        return;
+    }
     s->buf_used -= p->cap;
-    free(p->buf);
     free(p);
-    /* A freed buffer may let the oldest waiting writer go on. */
+    /* Without a shared budget, a freed buffer may let the oldest waiting writer go on. */
     while (s->waiters) {
         struct s3_writer *wr = s->waiters;
         size_t before = s->buf_used;
@@ -755,13 +787,51 @@ static void part_put(struct s3 *s, struct s3_part *p)
     }
 }
 
+/* The budget granted the bytes a paused writer queued for. */
+static void budget_granted(void *ctx)
+{
+    struct s3_writer *wr = ctx;
+    struct s3_part *p;
+
+    wr->bw = NULL;
+    wr->waiting = false;
+    p = part_alloc(wr, wr->want);
+    if (!p || wr->cur || wr->phase != WR_STREAMING) {
+        if (p)
+            part_put(wr->s, p);
+        else
+            budget_release(wr->s->st->budget, wr->want);
+        if (!p)
+            wr_fail(wr, -ENOMEM, NULL);
+        return;
+    }
+    wr->cur = p;
+    writer_resume(wr);
+}
+
 static void waiters_add(struct s3_writer *wr)
 {
     struct s3 *s = wr->s;
+    struct mi_budget *b = s->st->budget;
 
     if (wr->waiting)
         return;
     wr->waiting = true;
+    if (b) {
+        int r;
+
+        wr->want = part_cap(wr);
+        r = budget_wait(b, wr->want, budget_granted, wr, &wr->bw);
+        if (r != 0) {
+            struct mi_err e = MI_ERR_INIT;
+
+            wr->waiting = false;
+            mi_err_set(&e, r, "s3: a part buffer of %zu bytes does not fit "
+                       "MEDIA_BUFFER_BUDGET", wr->want);
+            wr_fail(wr, r, &e);
+        }
+        return;
+    }
     wr->wnext = NULL;
     if (s->waiters_tail)
         s->waiters_tail->wnext = wr;
@@ -777,6 +847,12 @@ static void waiters_del(struct s3_writer *wr)
 
     if (!wr->waiting)
         return;
+    if (wr->bw) {
+        budget_wait_cancel(wr->bw);
+        wr->bw = NULL;
+        wr->waiting = false;
+        return;
+    }
     while (*pp && *pp != wr) {
         prev = *pp;
         pp = &(*pp)->wnext;

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "../unit/tap.h"
+#include "budget.h"
 #include "http.h"
 #include "s3.h"
 #include "storage.h"
@@ -29,6 +30,7 @@
 static uv_loop_t loop;
 static struct mi_http *http;
 static struct storage *st;
+static struct mi_budget *budget;
 static const char *mode;
 static char endpoint[256], proxy_base[256];
 
@@ -551,7 +553,10 @@ int main(int argc, char **argv)
     cfg.max_bytes = 128 * MiB;
     cfg.request_timeout_ms = 60000;
     cfg.max_retries = strcmp(mode, "fault") == 0 ? 8 : 4;
-    if (storage_new(&st, &loop, http, NULL, &cfg, &err) != 0) {
+    /* A tight budget (two parts) in fault mode exercises waiting for buffers. */
+    budget = budget_new(&loop, strcmp(mode, "fault") == 0 ? 2 * PART : 64 * MiB);
+    TAP_CHECK(budget != NULL);
+    if (storage_new(&st, &loop, http, budget, &cfg, &err) != 0) {
         printf("# storage_new: %s\n", err.msg);
         TAP_CHECK(0);
         return tap_done();
@@ -565,7 +570,7 @@ int main(int argc, char **argv)
         struct storage *keep = st;
         struct readback rb;
         bc.secret_access_key = "wrong-secret-wrong-secret-wrong-secret-00";
-        TAP_EQ_INT(storage_new(&bad, &loop, http, NULL, &bc, &err), 0);
+        TAP_EQ_INT(storage_new(&bad, &loop, http, budget, &bc, &err), 0);
         st = bad;
         TAP_EQ_INT(head("media/1/0", &rb), STORAGE_E_PERMANENT);
         printf("# wrong secret: %s\n", rb.msg);
@@ -592,6 +597,11 @@ int main(int argc, char **argv)
     orphan_sweep(access, secret, bucket, region);
 
     storage_free(st);
+    TAP_EQ_INT(budget_in_use(budget), 0);
+    printf("# budget peak %llu of %llu bytes\n", (unsigned long long)budget_peak(budget),
+           (unsigned long long)budget_total(budget));
+    TAP_CHECK(budget_peak(budget) <= budget_total(budget));
+    budget_free(budget);
     http_free(http);
     uv_run(&loop, UV_RUN_DEFAULT);
     TAP_EQ_INT(uv_loop_close(&loop), 0);
