@@ -574,7 +574,7 @@ export async function startGraphFake(opts = {}) {
           sent += n;
           st.stats.bytesServed += n;
           ids.bytes += n;
-          if (!ok) await new Promise((r) => { res.once('drain', r); res.once('close', r); });
+          if (!ok) await drainOrClose(res);
         }
         if (sent >= cutAfter) {
           // Let the bytes already written reach the client, then reset the connection.
@@ -592,6 +592,18 @@ export async function startGraphFake(opts = {}) {
     } finally {
       st.stats.inFlight--;
     }
+  }
+
+  function drainOrClose(res) {
+    return new Promise((resolve) => {
+      const done = () => {
+        res.off('drain', done);
+        res.off('close', done);
+        resolve();
+      };
+      res.on('drain', done);
+      res.on('close', done);
+    });
   }
 
   function sleep(ms) {
@@ -788,7 +800,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const stop = () => fake.close().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  if (fs.fstatSync(0).isFIFO()) {
+  // Node's child_process pipes are socket pairs, a shell's are FIFOs.
+  const stdin = fs.fstatSync(0);
+  if (stdin.isFIFO() || stdin.isSocket()) {
     process.stdin.on('end', stop);
     process.stdin.on('error', stop);
     process.stdin.resume();
