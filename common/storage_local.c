@@ -419,8 +419,15 @@ struct local_op {
     /* get only */
     int fd;
     uv_fs_t req;
-    char buf[STORAGE_MAX_CHUNK];
+    char *buf;                /* STORAGE_MAX_CHUNK bytes */
 };
+
+static void op_free(struct local_op *o)
+{
+    storage_meta_clear(&o->meta);
+    free(o->buf);
+    free(o);
+}
 
 static struct local_op *op_new(struct storage *st, void *ctx)
 {
@@ -485,8 +492,7 @@ static void meta_deliver(void *arg)
     struct local_op *o = arg;
 
     o->meta_cb(o->ctx, o->status, &o->meta, o->status ? &o->err : NULL);
-    storage_meta_clear(&o->meta);
-    free(o);
+    op_free(o);
 }
 
 static int local_head(struct storage *st, const char *key, storage_meta_cb cb, void *ctx,
@@ -502,13 +508,13 @@ static int local_head(struct storage *st, const char *key, storage_meta_cb cb, v
     if (fd >= 0)
         close(fd);
     if (o->status == STORAGE_E_BADKEY) {
-        *err = o->err;
-        free(o);
+        if (err)
+            *err = o->err;
+        op_free(o);
         return STORAGE_E_BADKEY;
     }
     if (storage_defer(st, meta_deliver, o) != 0) {
-        storage_meta_clear(&o->meta);
-        free(o);
+        op_free(o);
         return mi_err_set(err, -ENOMEM, "local: out of memory");
     }
     return 0;
@@ -543,7 +549,7 @@ static void get_read_cb(uv_fs_t *req)
 
 static int get_next(struct local_op *o)
 {
-    uv_buf_t b = uv_buf_init(o->buf, sizeof(o->buf));
+    uv_buf_t b = uv_buf_init(o->buf, STORAGE_MAX_CHUNK);
     int r;
 
     o->req.data = o;
@@ -571,19 +577,24 @@ static int local_get(struct storage *st, const char *key, storage_data_cb data_c
         return mi_err_set(err, -ENOMEM, "local: out of memory");
     o->meta_cb = done_cb;
     o->data_cb = data_cb;
+    o->buf = malloc(STORAGE_MAX_CHUNK);
+    if (!o->buf) {
+        op_free(o);
+        return mi_err_set(err, -ENOMEM, "local: out of memory");
+    }
     o->status = open_object(o, key, &fd);
     o->fd = fd;
     if (o->status == STORAGE_E_BADKEY) {
-        *err = o->err;
-        free(o);
+        if (err)
+            *err = o->err;
+        op_free(o);
         return STORAGE_E_BADKEY;
     }
     /* Start reading on a later iteration so no callback runs inside this call. */
     if (storage_defer(st, get_start, o) != 0) {
         if (o->fd >= 0)
             close(o->fd);
-        storage_meta_clear(&o->meta);
-        free(o);
+        op_free(o);
         return mi_err_set(err, -ENOMEM, "local: out of memory");
     }
     return 0;
@@ -594,7 +605,7 @@ static void done_deliver(void *arg)
     struct local_op *o = arg;
 
     o->done_cb(o->ctx, o->status, o->status ? &o->err : NULL);
-    free(o);
+    op_free(o);
 }
 
 static int local_del(struct storage *st, const char *key, storage_done_cb cb, void *ctx,
@@ -610,7 +621,7 @@ static int local_del(struct storage *st, const char *key, storage_done_cb cb, vo
     o->done_cb = cb;
     r = split_key(key, &p, err);
     if (r) {
-        free(o);
+        op_free(o);
         return r;
     }
     r = open_obj_dir(l, key, &p, false, &dfd, NULL, NULL, NULL, &o->err);
@@ -627,7 +638,7 @@ static int local_del(struct storage *st, const char *key, storage_done_cb cb, vo
         o->status = r;   /* a missing directory means the object is already gone */
     }
     if (storage_defer(st, done_deliver, o) != 0) {
-        free(o);
+        op_free(o);
         return mi_err_set(err, -ENOMEM, "local: out of memory");
     }
     return 0;
