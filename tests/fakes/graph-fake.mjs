@@ -69,7 +69,10 @@
 //   retryAfter?: s, cutAfter?: bytes (destroy the connection after that many body bytes),
 //   bytesPerSec?: N (slow body), corrupt?: true (one byte flipped: sha256 mismatch),
 //   truncate?: bytes (send fewer bytes with a matching Content-Length: a short file),
-//   html?: true (200 text/html login page), hang?: true (never answer), usage?: {...}}
+//   html?: true (200 text/html login page), hang?: true (never answer), usage?: {...},
+//   redirect?: "same"|"foreign" (download only: 302 to the same URL on this origin, or on a
+//   second listener on another port, a "foreign origin" that serves the media without a
+//   bearer and counts requests that still carry an Authorization header: stats.foreign)}
 // Usage headers ({app: {call_count,total_cputime,total_time}, buc: {type, call_count, ...,
 //   estimated_time_to_regain_access}, businessId?}) become X-App-Usage and
 //   X-Business-Use-Case-Usage on Graph answers.
@@ -203,6 +206,8 @@ function newStats() {
     inFlight: 0,
     maxInFlight: 0,
     userAgents: {},         // user-agent -> count
+    redirects: 0,
+    foreign: { requests: 0, withAuth: 0 },  // the second origin used by redirect faults
     perId: {},              // id -> {lookups, downloads, downloadsOk, bytes}
   };
 }
@@ -503,7 +508,34 @@ export async function startGraphFake(opts = {}) {
     if (f && f.latencyMs) await sleep(f.latencyMs);
     if (f && answerFault(res, f, id, null)) return;
     if (f && f.html) return sendHtml(res, 200, 'Log in to WhatsApp');
+    if (f && f.redirect) {
+      st.stats.redirects++;
+      const origin = f.redirect === 'foreign' ? `http://127.0.0.1:${await foreignPort()}` : '';
+      res.writeHead(302, { Location: origin + req.url, 'Content-Length': 0 });
+      return res.end();
+    }
     await serveBody(req, res, m, f, ids);
+  }
+
+  // The second origin: signed URL only, as a CDN would serve it after a redirect.
+  let foreign = null;
+  async function foreignPort() {
+    if (!foreign) {
+      foreign = http.createServer((req, res) => {
+        const url = new URL(req.url, 'http://127.0.0.1');
+        st.stats.foreign.requests++;
+        if (req.headers.authorization) st.stats.foreign.withAuth++;
+        const id = url.searchParams.get('mid') ?? '';
+        const ext = Number(url.searchParams.get('ext'));
+        const m = st.media.get(id);
+        if (!m || url.searchParams.get('hash') !== hmac(id, ext) || now() > ext) {
+          return sendHtml(res, 404, 'Not Found');
+        }
+        serveBody(req, res, m, null, idStats(id)).catch(() => res.destroy());
+      });
+      await new Promise((r) => foreign.listen(0, '127.0.0.1', r));
+    }
+    return foreign.address().port;
   }
 
   function parseRange(h, size) {
@@ -758,6 +790,8 @@ export async function startGraphFake(opts = {}) {
     port: server.address().port,
     close: () => new Promise((resolve) => {
       for (const s of sockets) s.destroy();
+      if (foreign) foreign.close();
+      foreign?.closeAllConnections?.();
       server.close(() => resolve());
     }),
   };

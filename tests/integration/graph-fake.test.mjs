@@ -331,6 +331,30 @@ test('faults: cut body, corrupt body, truncated body, lying file_size, html', as
   assert.match(h.headers['content-type'], /^text\/html/);
 });
 
+test('faults: redirects, same origin and foreign origin', async () => {
+  await ctl('media', [
+    { id: '5101', size: 1000, faults: [{ on: 'download', redirect: 'same', times: 1 }] },
+    { id: '5102', size: 1000, faults: [{ on: 'download', redirect: 'foreign' }] },
+  ]);
+  const a = await urlOf('5101');
+  const r = await request('GET', a.url, { headers: auth() });
+  assert.equal(r.status, 302);
+  assert.equal(r.headers.location, new URL(a.url).pathname + new URL(a.url).search);
+  assert.equal((await request('GET', a.url, { headers: auth() })).status, 200);
+  const b = await urlOf('5102');
+  const f = await request('GET', b.url, { headers: auth() });
+  assert.equal(f.status, 302);
+  const loc = new URL(f.headers.location);
+  assert.notEqual(loc.port, String(port));
+  const g = await request('GET', loc.href, { headers: { 'User-Agent': UA } });
+  assert.equal(g.status, 200);
+  assert.equal(sha256(g.body), b.sha256);
+  await request('GET', loc.href, { headers: auth() });
+  const s = await stats();
+  assert.equal(s.redirects, 2);
+  assert.deepEqual(s.foreign, { requests: 2, withAuth: 1 });
+});
+
 test('faults: slow body and latency', async () => {
   await ctl('media', [
     { id: '6001', size: 3000, faults: [{ on: 'download', bytesPerSec: 10000 }] },
