@@ -32,6 +32,7 @@ struct it_res {
     int nrows, ncols;
     int64_t affected;
     char *v[IT_MAXV];        /* first row's values (NULL for SQL NULL), malloc'd */
+    char all[4096];          /* column 0 of every row, one per line (truncated) */
 };
 
 static inline void it_res_free(struct it_res *r)
@@ -58,6 +59,12 @@ static inline void it_cb(void *ctx, int status, const struct pg_result *res,
     for (int i = 0; i < IT_MAXV && i < r->ncols && r->nrows > 0; i++) {
         const char *v = pg_result_value(res, 0, i);
         r->v[i] = v ? strdup(v) : NULL;
+    }
+    size_t n = 0;
+    for (int i = 0; i < r->nrows && n + 1 < sizeof(r->all); i++) {
+        const char *v = pg_result_value(res, i, 0);
+        int w = snprintf(r->all + n, sizeof(r->all) - n, "%s\n", v ? v : "(null)");
+        n += w > 0 ? (size_t)w : 0;
     }
 }
 
