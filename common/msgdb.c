@@ -427,8 +427,9 @@ static void scan_done(void *ctx, int status, const struct pg_result *res,
     int n = status ? 0 : pg_result_nrows(res);
     if (n > op->limit)
         n = op->limit;
-    struct msgdb_scan_row *rows = n ? calloc((size_t)n, sizeof(*rows)) : NULL;
-    if (n && !rows) {
+    size_t cnt = n > 0 ? (size_t)n : 0;
+    struct msgdb_scan_row *rows = cnt ? calloc(cnt, sizeof(*rows)) : NULL;
+    if (cnt && !rows) {
         struct mi_err e = MI_ERR_INIT;
         mi_err_set(&e, -ENOMEM, "out of memory reading a backfill batch");
         op->cb.scan(op->ctx, -ENOMEM, NULL, 0, &e);
