@@ -768,6 +768,25 @@ static int opts_fill(struct pg_pool_opts *o, const struct pg_pool_opts *in, stru
     return 0;
 }
 
+/*
+ * libpq enforces connect_timeout only in its blocking connect, so take the URL's value
+ * (seconds; libpq treats 1 as 2 and 0 as "wait forever") as the connect deadline unless
+ * the caller chose one. "Forever" keeps the default: every wait needs a deadline.
+ */
+static void pool_url_timeout(struct pg_pool *pool, const char *const *kw,
+                             const char *const *val, const struct pg_pool_opts *in)
+{
+    if (in && in->connect_timeout_ms)
+        return;
+    for (int i = 0; kw[i]; i++) {
+        int64_t sec = 0;
+        if (strcmp(kw[i], "connect_timeout") || !val[i] ||
+            !mi_parse_i64(val[i], 0, 3600, &sec) || sec == 0)
+            continue;
+        pool->opts.connect_timeout_ms = (int)(sec < 2 ? 2000 : sec * 1000);
+    }
+}
+
 static char **strv_dup(const char *const *v, int n)
 {
     char **out = calloc((size_t)n + 1, sizeof(*out));
@@ -809,6 +828,7 @@ int pg_pool_new(struct pg_pool **out, uv_loop_t *loop, const char *const *keywor
     int n = 0;
     while (keywords[n])
         n++;
+    pool_url_timeout(pool, keywords, values, opts);
     pool->loop = loop;
     pool->nconns = pool->opts.size;
     pool->kw = strv_dup(keywords, n);

@@ -50,7 +50,8 @@ enum pg_event {
 
 struct pg_pool_opts {
     int size;                 /* connections, 1..64; 0 means 4 */
-    int connect_timeout_ms;   /* deadline of one connection attempt; 0 means 10000 */
+    int connect_timeout_ms;   /* deadline of one connection attempt; 0 means the
+                               * keywords' connect_timeout (seconds), else 10000 */
     int backoff_base_ms;      /* first reconnect delay; 0 means 200 */
     int backoff_max_ms;       /* largest reconnect delay; 0 means 10000 */
     int max_queue;            /* queries that may wait for a connection; 0 means 4096 */

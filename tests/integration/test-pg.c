@@ -492,6 +492,40 @@ static void test_bad_password(struct t *t)
     it_res_free(&r);
 }
 
+/* A server that accepts TCP but never answers: the connect deadline (taken from the
+ * URL's connect_timeout) must end each attempt. */
+static void test_connect_timeout(struct t *t)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 16) ||
+        getsockname(ls, (struct sockaddr *)&sa, &len)) {
+        TAP_CHECK(!"listening socket");
+        return;
+    }
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ntohs(sa.sin_port));
+    const char *kw[] = { "host", "port", "dbname", "user", "connect_timeout", NULL };
+    const char *val[] = { "127.0.0.1", port, "x", "x", "1", NULL };
+    struct events ev = { 0 };
+    struct pg_pool_opts o = { .size = 1, .on_event = on_event, .event_ctx = &ev };
+    struct pg_pool *p = NULL;
+    struct mi_err err = MI_ERR_INIT;
+    TAP_EQ_INT(pg_pool_new(&p, &t->loop, kw, val, &o, &err), 0);
+    struct it_res r = { 0 };
+    uint64_t t0 = uv_hrtime();
+    TAP_EQ_INT(it_query(&t->loop, p, "SELECT 1", 0, NULL, 2500, &r), PG_ETIMEDOUT);
+    double ms = (double)(uv_hrtime() - t0) / 1e6;
+    TAP_CHECK(ms >= 2400 && ms < 4000);
+    TAP_EQ_INT(ev.failed, 1);
+    TAP_CHECK(strstr(r.msg, "timed out after 2000 ms") != NULL);
+    it_pool_end(&t->loop, p);
+    close(ls);
+    it_res_free(&r);
+}
+
 static void test_close(struct t *t, struct pg_pool *p)
 {
     struct it_res r[5] = { { 0 } }, after = { 0 };
@@ -535,6 +569,7 @@ int main(void)
     test_close(&t, p);
     test_restart(&t);
     test_bad_password(&t);
+    test_connect_timeout(&t);
 
     TAP_EQ_INT(uv_loop_close(&t.loop), 0);
     pg_url_free(t.url);
