@@ -3,8 +3,10 @@
  *
  * The shipped media-ingest-worker does real work only; this binary drives the same
  * loop (worker/wloop.c) with a handler that follows instructions in the job data:
- *   {"test": {"sleepMs": N, "fail": "reason", "failAttempts": K, "permanent": true}}
- * sleepMs: work this long; fail: fail with that reason; failAttempts: fail while fewer
+ *   {"test": {"sleepMs": N, "sleepStarts": S, "fail": "reason", "failAttempts": K,
+ *             "permanent": true}}
+ * sleepMs: work this long (only during the first S starts of the job when sleepStarts is
+ * given, so a re-run after a stall finishes at once); fail: fail with that reason; failAttempts: fail while fewer
  * than K attempts were made; permanent: fail for good. Without "test" it completes at
  * once. Every start is appended as "<jobId>\n" to $MI_TEST_RECORD when set, so tests can
  * check that each job ran exactly once across a fleet.
@@ -84,6 +86,9 @@ static void start(void *hctx, struct wjob *j)
     wjob_set_priv(j, t);
     json_t *test = json_object_get(b->data_json, "test");
     json_int_t ms = json_integer_value(json_object_get(test, "sleepMs"));
+    json_t *starts = json_object_get(test, "sleepStarts");
+    if (starts && b->attempts_started > json_integer_value(starts))
+        ms = 0;
     uv_timer_start(&t->timer, on_timer, ms > 0 ? (uint64_t)ms : 0, 0);
 }
 

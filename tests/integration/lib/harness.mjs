@@ -70,8 +70,11 @@ export function envFor(queue, extra = {}) {
 export function startWorker(queue, extra = {}, bin = process.env.MI_TEST_WORKER) {
   const child = spawn(bin, [], { env: envFor(queue, extra), stdio: ['ignore', 'pipe', 'pipe'] });
   child.logs = '';
+  let started;
+  child.started = new Promise((resolve) => { started = resolve; });
   const keep = (d) => {
     child.logs += d.toString();
+    if (child.logs.includes('worker starting')) started();
     if (process.env.MI_TEST_VERBOSE) process.stderr.write(d);
   };
   child.stdout.on('data', keep);
@@ -82,6 +85,8 @@ export function startWorker(queue, extra = {}, bin = process.env.MI_TEST_WORKER)
 
 export async function stopWorker(child, signal = 'SIGTERM', timeoutMs = 20000) {
   if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  // Signals sent before the worker installed its handlers would kill it outright.
+  await Promise.race([child.started, sleep(5000)]);
   child.kill(signal);
   const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   const [code] = await child.exited;
@@ -108,7 +113,8 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Collect QueueEvents events by name for assertions.
 export async function recordEvents(QueueEvents, queue) {
-  const qe = new QueueEvents(queue, { connection: connection() });
+  // Fresh queue per test: read the stream from its start so no early event is missed.
+  const qe = new QueueEvents(queue, { connection: connection(), lastEventId: '0-0' });
   await qe.waitUntilReady();
   const seen = [];
   for (const ev of ['added', 'waiting', 'active', 'completed', 'failed', 'delayed',
