@@ -13,12 +13,6 @@
 
 #include "storage_impl.h"
 
-/*
- * Weak until storage_local.c (the storage-pure helper's) lands in the build: remove this
- * declaration then, because a weak reference does not pull an archive member in.
- */
-extern const struct storage_ops storage_local_ops __attribute__((weak));
-
 enum writer_state { W_OPEN = 0, W_FAILED, W_COMMITTING, W_ABORTING, W_DONE };
 
 static int dup_str(char **dst, const char *src)
