@@ -69,6 +69,7 @@
 //   retryAfter?: s, cutAfter?: bytes (destroy the connection after that many body bytes),
 //   bytesPerSec?: N (slow body), corrupt?: true (one byte flipped: sha256 mismatch),
 //   truncate?: bytes (send fewer bytes with a matching Content-Length: a short file),
+//   chunked?: true (download: chunked transfer encoding, no Content-Length),
 //   html?: true (200 text/html login page), hang?: true (never answer), usage?: {...},
 //   redirect?: "same"|"foreign" (download only: 302 to the same URL on this origin, or on a
 //   second listener on another port, a "foreign origin" that serves the media without a
@@ -581,7 +582,8 @@ export async function startGraphFake(opts = {}) {
     }
     let len = m.size === 0 ? 0 : end - start + 1;
     if (f && f.truncate !== undefined) len = Math.min(len, f.truncate);
-    headers['Content-Length'] = len;
+    // chunked: no Content-Length, so only the client's own count can enforce a cap.
+    if (!(f && f.chunked)) headers['Content-Length'] = len;
     res.writeHead(status, headers);
     if (req.method === 'HEAD') return res.end();
 
