@@ -8,7 +8,8 @@
 
 #include "bullmq_lua.h"
 
-enum { S_ADD, S_CLAIM, S_COUNTS, S_EXTEND, S_FINISH, S_PAUSE, S_RETRY, S_STALLED, S__MAX };
+enum { S_ADD, S_CLAIM, S_COUNTS, S_EXTEND, S_FINISH, S_PAUSE, S_RELEASE, S_RETRY, S_STALLED,
+       S__MAX };
 
 struct bmq {
     struct redis_client *rc;
@@ -28,7 +29,7 @@ struct call {
 };
 
 static const char *const script_names[S__MAX] = {
-    "add", "claim", "counts", "extend_locks", "finish", "pause", "retry", "stalled",
+    "add", "claim", "counts", "extend_locks", "finish", "pause", "release", "retry", "stalled",
 };
 
 bool bmq_key(char *out, size_t n, const char *prefix, const char *queue, const char *suffix)
@@ -630,6 +631,16 @@ int bmq_fail(struct bmq *q, const struct bmq_job *job, const char *reason, bool 
     }
     free(stack);
     return r;
+}
+
+int bmq_release(struct bmq *q, const struct bmq_job *job, bmq_done_cb cb, void *ctx,
+                struct mi_err *err)
+{
+    struct call *c = call_new(done_int, (void *)cb, ctx);
+    if (!c)
+        return mi_err_set(err, -ENOMEM, "out of memory");
+    const char *argv[] = { q->kp, job->id, job->token };
+    return run_script(q, S_RELEASE, c, 3, argv, NULL, err);
 }
 
 /* ---- locks, stalls, counts, pause ---- */

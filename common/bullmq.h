@@ -182,6 +182,13 @@ int bmq_fail(struct bmq *q, const struct bmq_job *job, const char *reason, bool 
              const struct bmq_keep *worker_keep, enum bmq_fail_outcome *outcome,
              bmq_done_cb cb, void *ctx, struct mi_err *err) MI_MUSTCHECK;
 
+/**
+ * bmq_release() - give @job back to the front of the queue without counting an attempt
+ * (BullMQ moveJobFromActiveToWait), e.g. while the Graph token is bad or on shutdown.
+ */
+int bmq_release(struct bmq *q, const struct bmq_job *job, bmq_done_cb cb, void *ctx,
+                struct mi_err *err) MI_MUSTCHECK;
+
 /* Lost locks reported by bmq_extend_locks (ids borrowed for the callback). */
 typedef void (*bmq_extend_cb)(void *ctx, int status, size_t nlost, const char *const *lost,
                               const struct mi_err *err);

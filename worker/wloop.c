@@ -31,6 +31,7 @@ struct wjob {
     bool lock_lost;
     bool cancelled;
     /* What to send when finishing (kept to retry after a Redis error). */
+    bool release;           /* back to wait, no attempt counted */
     bool success;
     bool permanent;
     char *value;            /* returnvalue JSON or failure reason */
@@ -130,8 +131,9 @@ static void log_outcome(struct wjob *j, int status, enum bmq_fail_outcome outcom
 {
     struct log_rec r;
     const struct bmq_job *b = j->job;
-    enum log_level lv = j->success ? LOG_INFO : LOG_WARN;
-    const char *msg = j->success ? "job completed"
+    enum log_level lv = j->success || j->release ? LOG_INFO : LOG_WARN;
+    const char *msg = j->release ? "job returned to the queue"
+                      : j->success ? "job completed"
                       : outcome == BMQ_FAILED_FINAL ? "job failed"
                       : "job attempt failed, will retry";
     if (status) {
@@ -148,7 +150,7 @@ static void log_outcome(struct wjob *j, int status, enum bmq_fail_outcome outcom
     log_int(&r, "attempt", b->attempts_made + 1);
     log_int(&r, "ms", mi_mono_ms() - j->started_ms);
     if (!j->success)
-        log_str(&r, "reason", j->value);
+        log_str(&r, j->release ? "why" : "reason", j->value);
     if (status)
         log_int(&r, "code", status);
     log_end(&r);
@@ -218,7 +220,9 @@ static void send_finish(struct wjob *j)
         return;
     }
     fc->j = j;
-    if (j->success)
+    if (j->release)
+        r = bmq_release(w->q, j->job, on_finished, fc, &err);
+    else if (j->success)
         r = bmq_complete(w->q, j->job, j->value, NULL, on_finished, fc, &err);
     else
         r = bmq_fail(w->q, j->job, j->value, j->permanent, NULL, &fc->outcome, on_finished, fc,
@@ -254,6 +258,12 @@ void wjob_complete(struct wjob *j, const char *returnvalue)
 void wjob_fail(struct wjob *j, const char *reason, bool permanent)
 {
     job_end(j, false, reason, permanent);
+}
+
+void wjob_release(struct wjob *j, const char *why)
+{
+    j->release = true;
+    job_end(j, false, why, false);
 }
 
 /* Why a claimed job must fail without running, or NULL if the handler may run it. */

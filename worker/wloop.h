@@ -54,6 +54,13 @@ void wjob_complete(struct wjob *j, const char *returnvalue);
 void wjob_fail(struct wjob *j, const char *reason, bool permanent);
 
 /**
+ * wjob_release() - give @j back to the front of the queue without counting an attempt
+ * (@why, copied, is logged). For work the process cannot do right now: a bad Graph token,
+ * a rate limit, a shutdown.
+ */
+void wjob_release(struct wjob *j, const char *why);
+
+/**
  * wloop_new() - make the worker loop on @loop from @cfg (borrowed, must outlive it).
  * @log: borrowed. Connects to Redis at once (two connections).
  */

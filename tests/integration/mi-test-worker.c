@@ -100,7 +100,7 @@ static void cancel(void *hctx, struct wjob *j)
     uv_timer_stop(&t->timer);
     uv_close((uv_handle_t *)&t->timer, tjob_closed);
     wjob_set_priv(j, NULL);
-    wjob_fail(j, "cancelled: the worker was shutting down", false);
+    wjob_release(j, "the worker was shutting down");
 }
 
 static int setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,

@@ -1,0 +1,29 @@
+-- release: give an active job back without counting an attempt (BullMQ 6.7.0
+-- moveJobFromActiveToWait semantics): to the front of wait, or the front of its priority.
+-- Used when the worker cannot run jobs right now (bad Graph token, rate limit, shutdown).
+-- ARGV: 1 prefix, 2 id, 3 lock token. Returns 0, -1 (no job), -2/-6 (lock), -3 (not active).
+--@include queue
+local p, id, token = ARGV[1], ARGV[2], ARGV[3]
+local jobKey = p .. id
+if redis.call("EXISTS", jobKey) == 0 then
+  return -1
+end
+local lockState = release_lock(p, id, token)
+if lockState ~= 0 then
+  return lockState
+end
+if redis.call("LREM", p .. "active", 1, id) == 0 then
+  return -3
+end
+local prio = tonumber(redis.call("HGET", jobKey, "priority") or "0") or 0
+if prio == 0 then
+  redis.call("RPUSH", p .. "wait", id)
+else
+  redis.call("ZADD", p .. "prioritized", prio * 4294967296, id)
+end
+if not paused_or_maxed(p) then
+  redis.call("ZADD", p .. "marker", 0, "0")
+end
+redis.call("XADD", p .. "events", "MAXLEN", "~", max_events(p), "*",
+           "event", "waiting", "jobId", id, "prev", "active")
+return 0
