@@ -18,10 +18,12 @@ usage: scripts/rgw.sh up|down|env|status|ceph ARGS...
 settings (environment):
   MI_RGW_DIR          state directory                 (default: <repo>/.local/rgw)
   MI_RGW_PORT         S3 port                         (default: 57480)
-  MI_RGW_MON_PORT     monitor port (msgr2)            (default: 57300)
-  MI_RGW_OSD_PORTS    OSD port range                  (default: 57310-57339)
+  MI_RGW_MON_PORT     monitor port (msgr2)            (default: 61300)
+  MI_RGW_OSD_PORTS    OSD port range                  (default: 61310-61339)
   MI_RGW_MEMSTORE_GB  OSD capacity Ceph sees, in GiB  (default: 4)
   MI_RGW_UP_TIMEOUT   seconds to wait for the gateway (default: 60)
+The monitor and OSD ports are above Linux's ephemeral range (32768-60999), so no client socket
+can be sitting on them; scripts/bootstrap reserves MI_RGW_PORT from that range.
 
 Objects live in the OSD's RAM (about twice the bytes stored, freed a few seconds after a delete
 by RGW's garbage collector). At 95% of MI_RGW_MEMSTORE_GB the OSD is 'full' and S3 writes hang
@@ -33,8 +35,8 @@ EOF
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR="${MI_RGW_DIR:-$REPO/.local/rgw}"
 PORT="${MI_RGW_PORT:-57480}"
-MON_PORT="${MI_RGW_MON_PORT:-57300}"
-OSD_PORTS="${MI_RGW_OSD_PORTS:-57310-57339}"
+MON_PORT="${MI_RGW_MON_PORT:-61300}"
+OSD_PORTS="${MI_RGW_OSD_PORTS:-61310-61339}"
 MEM_GB="${MI_RGW_MEMSTORE_GB:-4}"
 UP_TIMEOUT="${MI_RGW_UP_TIMEOUT:-60}"
 # fixed keys for the throwaway test user (not secrets: the gateway only ever listens on loopback)
