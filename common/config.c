@@ -90,6 +90,16 @@ static const struct cfg_row rows[] = {
       "debug, info, warn or error" },
     { "LOG_FORMAT", NULL, "log-format", T_STR, "logfmt", OFF(log_format), 0, 0, CFG_ALL,
       "logfmt or json" },
+    { "MEDIA_BACKFILL_BATCH", NULL, "batch", T_INT, "500", OFF(backfill_batch), 1, 10000, B,
+      "rows per Postgres page and per enqueue batch" },
+    { "MEDIA_BACKFILL_PRIORITY", NULL, "priority", T_INT, "10", OFF(backfill_priority), 1,
+      2097151, B, "BullMQ priority of backfill jobs (live jobs, priority 0, run first)" },
+    { "MEDIA_BACKFILL_MAX_DEPTH", NULL, "max-depth", T_INT, "10000", OFF(backfill_max_depth), 0,
+      1000000000, B, "wait while waiting+prioritized+delayed+active leave no room for a batch"
+      " (0: never wait)" },
+    { "MEDIA_BACKFILL_MAX_AGE", NULL, "max-age", T_MS, "7d", OFF(backfill_max_age_ms), 1000,
+      INT64_C(315360000000), B, "older rows count as expired and are skipped (media ids from"
+      " webhooks expire after 7 days)" },
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

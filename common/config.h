@@ -52,6 +52,11 @@ struct mi_config {
     const char *metrics_addr;
     const char *log_level;
     const char *log_format;
+    /* backfill */
+    int64_t backfill_batch;
+    int64_t backfill_priority;
+    int64_t backfill_max_depth;
+    int64_t backfill_max_age_ms;
 };
 
 /**
