@@ -506,10 +506,12 @@ static void start_download(struct mjob *j)
     /* The storage writer verifies sha256 and size at commit, so the download does not. */
     r = graph_download(m->graph, j->gm.url, m->cfg->max_bytes, j->gm.file_size, NULL, on_data,
                        on_downloaded, j, &j->dl, &err);
-    if (r) {
-        mjob_transient(j, "starting the download", err.msg);
+    if (r == GRAPH_E_TOOBIG) {
+        mjob_fail(j, true, "the media is larger than MEDIA_MAX_BYTES: %s", err.msg);
         return;
     }
+    if (r)
+        mjob_transient(j, "starting the download", err.msg);
 }
 
 static void on_head(void *ctx, int status, const struct storage_meta *meta,
