@@ -388,8 +388,9 @@ static void on_count(void *ctx, int status, const struct pg_result *res,
     struct bf *b = ctx;
     const char *v = status ? NULL : pg_result_value(res, 0, 0);
     int64_t n;
+    /* Counted from the cursor at the start, when nothing had been scanned yet. */
     if (v && mi_parse_i64(v, 0, INT64_MAX, &n))
-        b->total = n + b->scanned;
+        b->total = n;
 }
 
 /* For the ETA only: count the rows left (the scan query without its LIMIT). */
@@ -420,6 +421,39 @@ static void start_scan(struct bf *b)
     next_page(b);
 }
 
+/* Resume from cursor @c when it was left by a run with the same filters. Return: 0, or
+ * -ENOMEM. */
+static int use_cursor(struct bf *b, json_t *c)
+{
+    const char *filters = json_string_value(json_object_get(c, "filters"));
+    const char *after = json_string_value(json_object_get(c, "after"));
+    json_t *since = json_object_get(c, "since_ms"), *until = json_object_get(c, "until_ms");
+    bool ok = filters && after && (json_is_null(since) || json_is_integer(since)) &&
+              (json_is_null(until) || json_is_integer(until)) &&
+              json_is_integer(json_object_get(c, "scanned"));
+    if (!ok || strcmp(filters, b->filters)) {
+        note(b, LOG_WARN, "ignoring the cursor of a run with other filters (or an unreadable "
+             "one); starting from the beginning", ok ? filters : "unreadable");
+        return 0;
+    }
+    free(b->after_id);
+    b->after_id = strdup(after);
+    if (!b->after_id)
+        return -ENOMEM;
+    /* Relative times ("30d ago") keep the window the interrupted run resolved. */
+    if (json_is_integer(since))
+        b->o.since_ms = json_integer_value(since);
+    if (json_is_integer(until))
+        b->o.until_ms = json_integer_value(until);
+    struct log_rec r;
+    if (log_begin(&r, b->log, LOG_INFO, "resuming an interrupted backfill")) {
+        log_str(&r, "after_id", after);
+        log_int(&r, "scanned_before", json_integer_value(json_object_get(c, "scanned")));
+        log_end(&r);
+    }
+    return 0;
+}
+
 static void on_cursor(void *ctx, const redisReply *reply, const struct mi_err *err)
 {
     struct bf *b = ctx;
@@ -431,33 +465,10 @@ static void on_cursor(void *ctx, const redisReply *reply, const struct mi_err *e
     }
     if (reply->type == REDIS_REPLY_STRING) {
         json_t *c = json_loadb(reply->str, reply->len, 0, NULL);
-        const char *filters = json_string_value(json_object_get(c, "filters"));
-        const char *after = json_string_value(json_object_get(c, "after"));
-        json_t *since = json_object_get(c, "since_ms"), *until = json_object_get(c, "until_ms");
-        bool ok = filters && after && (json_is_null(since) || json_is_integer(since)) &&
-                  (json_is_null(until) || json_is_integer(until)) &&
-                  json_is_integer(json_object_get(c, "scanned"));
-        if (ok && !strcmp(filters, b->filters)) {
-            free(b->after_id);
-            b->after_id = strdup(after);
-            /* Relative times ("30d ago") keep the window the interrupted run resolved. */
-            if (json_is_integer(since))
-                b->o.since_ms = json_integer_value(since);
-            if (json_is_integer(until))
-                b->o.until_ms = json_integer_value(until);
-            struct log_rec r;
-            if (log_begin(&r, b->log, LOG_INFO, "resuming an interrupted backfill")) {
-                log_str(&r, "after_id", after);
-                log_int(&r, "scanned_before", json_integer_value(json_object_get(c, "scanned")));
-                log_end(&r);
-            }
-        } else {
-            note(b, LOG_WARN, "ignoring the cursor of a run with other filters (or an unreadable"
-                 " one); starting from the beginning", ok ? filters : "unreadable");
-        }
+        int r = use_cursor(b, c);
         json_decref(c);
-        if (!b->after_id && ok && !strcmp(filters, b->filters)) {
-            fail(b, "out of memory", "cursor");
+        if (r) {
+            fail(b, "could not read the backfill cursor", "out of memory");
             return;
         }
     }
