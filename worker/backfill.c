@@ -508,8 +508,11 @@ static void on_inspected(void *ctx, int status, const struct mi_err *err)
     if (status) {
         const char *last = pg_pool_last_error(b->pool);
         char detail[MI_ERR_MSG_MAX + 256];
-        snprintf(detail, sizeof(detail), "%s%s%.190s", err ? err->msg : "error",
-                 *last ? "; last connection error: " : "", last);
+        const char *msg = err ? err->msg : "error";
+        /* pg.h's timeout message may already quote the connection error. */
+        bool quoted = !*last || strstr(msg, last) != NULL;
+        snprintf(detail, sizeof(detail), "%s%s%.190s", msg,
+                 quoted ? "" : "; last connection error: ", quoted ? "" : last);
         fail(b, "could not inspect the \"Message\" table", detail);
         return;
     }

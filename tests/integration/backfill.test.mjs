@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { test, after, before } from 'node:test';
 import { promisify } from 'node:util';
 import {
@@ -15,6 +15,12 @@ import {
 const execFileP = promisify(execFile);
 const ROWS = 100000;
 const RSS_LIMIT_KIB = 30 * 1024;
+// Sanitizer builds (build-*-asan) use several times the memory: the bound does not apply.
+const SANITIZED = (() => {
+  try { return readFileSync(process.env.MEDIA_BACKFILL).includes('__asan_init'); } catch {
+    return false;
+  }
+})();
 
 await requireServices();
 const { Queue, Worker } = await bullmq();
@@ -225,7 +231,9 @@ test('overlapping runs and a rerun enqueue every eligible row exactly once; memo
     assert.ok(ra.summary.enqueued === 0 || rb.summary.enqueued === 0, 'the runs did not overlap');
     console.log(`# two runs: ${(Date.now() - t0) / 1000} s, ${ra.summary.rate} rows/s, ` +
       `peak RSS ${ra.rssKiB} KiB`);
-    if (ra.rssKiB !== null) assert.ok(ra.rssKiB < RSS_LIMIT_KIB, `peak RSS ${ra.rssKiB} KiB`);
+    if (ra.rssKiB !== null && !SANITIZED) {
+      assert.ok(ra.rssKiB < RSS_LIMIT_KIB, `peak RSS ${ra.rssKiB} KiB`);
+    }
 
     // A rerun adds nothing.
     const re = await backfill(name, ['--max-depth', '0']).done;
