@@ -48,6 +48,7 @@ struct mi_config {
     uint64_t max_bytes;
     uint64_t part_size;
     uint64_t buffer_budget;
+    int64_t orphan_upload_age_ms;
     /* operations */
     const char *metrics_addr;
     const char *log_level;

@@ -30,6 +30,9 @@
 #include "budget.h"
 #include "graph.h"
 #include "http.h"
+#include "httpd.h"
+#include "metrics.h"
+#include "metrics_worker.h"
 #include "msgdb.h"
 #include "objkey.h"
 #include "pg.h"
@@ -42,8 +45,8 @@
 #define TRANSIENT_TRIES 2          /* in-job retries before BullMQ's own attempts */
 #define PROBE_INTERVAL_MS 30000    /* bad token: how often to check whether it works again */
 #define TOKEN_POLL_MS 2000         /* how often WHATSAPP_ACCESS_TOKEN_FILE is checked */
-#define ORPHAN_AGE_S 7200          /* open multipart uploads older than this are aborted */
 #define TOKEN_MAX 4096
+#define COUNTS_INTERVAL_MS 15000   /* how often queue depth is read for /metrics */
 
 enum mstate { M_LOAD, M_LOOKUP, M_HEAD, M_DOWNLOAD, M_COMMIT, M_MARK, M_DONE, M__MAX };
 
@@ -75,6 +78,8 @@ struct mjob {
     char sha_hex[65];
     char *stored_url;
     int64_t started_ms;
+    int64_t phase_ms;          /* when the current phase began */
+    enum mw_class cls;         /* failure class for the metrics */
     uv_timer_t retry_timer;
 };
 
@@ -98,10 +103,22 @@ struct media {
     struct stat token_st;
 
     struct mjob jobs;            /* running jobs (circular list head) */
-    uv_timer_t token_timer, probe_timer, db_timer, slow_timer;
+    struct metrics *reg;         /* NULL when METRICS_ADDR is empty */
+    struct metrics_worker *mw;
+    struct httpd *httpd;
+    bool counting;
+    uv_timer_t token_timer, probe_timer, db_timer, slow_timer, counts_timer;
     int open_handles;
     bool closing;
+    bool pool_closed;
 };
+
+/* The handler is freed once its pool and every libuv handle it owns have closed. */
+static void media_maybe_free(struct media *m)
+{
+    if (m->closing && m->pool_closed && m->open_handles == 0)
+        free(m);
+}
 
 static void mjob_advance(struct mjob *j);
 static void update_claims(struct media *m);
@@ -116,6 +133,7 @@ static void mjob_closed(uv_handle_t *h)
     free(j->stored_url);
     free(j);
     m->open_handles--;
+    media_maybe_free(m);
 }
 
 static void mjob_unlink(struct mjob *j)
@@ -134,7 +152,17 @@ static void mjob_set_state(struct mjob *j, enum mstate s)
         log_str(&r, "to", mstate_names[s]);
         log_end(&r);
     }
+    int64_t now = mi_mono_ms();
+    if (j->phase_ms && j->state < M_DONE)
+        metrics_worker_phase(j->m->mw, (enum mw_phase)j->state, (double)(now - j->phase_ms) / 1e3);
+    j->phase_ms = now;
     j->state = s;
+}
+
+static void mjob_count(struct mjob *j, enum mw_outcome outcome, enum mw_class cls)
+{
+    metrics_worker_job(j->m->mw, outcome, cls, (double)(mi_mono_ms() - j->started_ms) / 1e3,
+                       outcome == MW_OUTCOME_COMPLETED ? j->bytes : 0);
 }
 
 static void mjob_complete(struct mjob *j, bool skipped)
@@ -148,6 +176,7 @@ static void mjob_complete(struct mjob *j, bool skipped)
     char *s = rv ? json_dumps(rv, JSON_COMPACT) : NULL;
     json_decref(rv);
     mjob_set_state(j, M_DONE);
+    mjob_count(j, MW_OUTCOME_COMPLETED, MW_CLASS_NONE);
     if (s)
         wjob_complete(j->wj, s);
     else
@@ -170,6 +199,10 @@ static void mjob_fail(struct mjob *j, bool permanent, const char *fmt, ...)
         j->writer = NULL;
     }
     mjob_set_state(j, M_DONE);
+    int64_t delay;
+    bool final = bmq_fail_decide(wjob_job(j->wj), permanent, 0.5, &delay) == BMQ_FAILED_FINAL;
+    mjob_count(j, final ? MW_OUTCOME_FAILED : MW_OUTCOME_RETRIED,
+               permanent ? MW_CLASS_PERMANENT : MW_CLASS_TRANSIENT);
     wjob_fail(j->wj, reason, permanent);
     mjob_unlink(j);
 }
@@ -181,6 +214,7 @@ static void mjob_release(struct mjob *j, const char *why)
         j->writer = NULL;
     }
     mjob_set_state(j, M_DONE);
+    mjob_count(j, MW_OUTCOME_RELEASED, j->cls);
     wjob_release(j->wj, why);
     mjob_unlink(j);
 }
@@ -433,10 +467,12 @@ static void handle_graph_failure(struct mjob *j, enum graph_class cls, const cha
     const char *msg = err && err->msg[0] ? err->msg : graph_class_name(cls);
     switch (cls) {
     case GRAPH_CONFIG:
+        j->cls = MW_CLASS_CONFIG;
         set_token_bad(j->m, msg);
         mjob_release(j, "the Graph API token or permissions are not working");
         return;
     case GRAPH_RATELIMIT:
+        j->cls = MW_CLASS_RATELIMIT;
         set_rate_limited(j->m, usage ? usage->delay_ms : 0);
         mjob_release(j, "the Graph API rate limit was reached");
         return;
@@ -799,6 +835,18 @@ static void timer_closed(uv_handle_t *h)
 {
     struct media *m = h->data;
     m->open_handles--;
+    media_maybe_free(m);
+}
+
+static void httpd_closed(void *ctx)
+{
+    struct media *m = ctx;
+    metrics_worker_free(m->mw);
+    metrics_free(m->reg);
+    m->mw = NULL;
+    m->reg = NULL;
+    m->open_handles--;
+    media_maybe_free(m);
 }
 
 static void pool_closed(void *ctx)
@@ -810,17 +858,26 @@ static void pool_closed(void *ctx)
     m->db = NULL;
     m->pool = NULL;
     m->pgu = NULL;
-    /* The struct itself is freed by the last handle; none of ours remain by now. */
-    free(m);
+    m->pool_closed = true;
+    media_maybe_free(m);
 }
 
 static void media_teardown(void *hctx)
 {
     struct media *m = hctx;
     m->closing = true;
-    uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer };
-    for (size_t i = 0; i < 4; i++)
+    uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
+                             &m->counts_timer };
+    for (size_t i = 0; i < 5; i++)
         uv_close((uv_handle_t *)timers[i], timer_closed);
+    if (m->httpd) {
+        m->open_handles++;
+        httpd_close(m->httpd, httpd_closed);
+        m->httpd = NULL;
+    } else {
+        metrics_worker_free(m->mw);
+        metrics_free(m->reg);
+    }
     storage_free(m->st);
     graph_client_free(m->graph);
     http_free(m->http);
@@ -837,6 +894,75 @@ static void media_attach(void *hctx, struct wloop *w)
     struct media *m = hctx;
     m->w = w;
     update_claims(m); /* paused until the database is ready */
+}
+
+/* ---- /metrics, /healthz, /readyz ---- */
+
+static double gauge_inflight(void *ctx)
+{
+    struct media *m = ctx;
+    return m->w ? wloop_inflight(m->w) : 0;
+}
+
+static double gauge_paused(void *ctx)
+{
+    struct media *m = ctx;
+    bool limited = m->rate_limited_until && mi_mono_ms() < m->rate_limited_until;
+    return !m->db_ready || m->token_bad || limited;
+}
+
+static bool ready(void *ctx, char *reason, size_t cap)
+{
+    struct media *m = ctx;
+    const char *why = !m->w || !wloop_ready(m->w) ? "Redis is not connected (or draining)"
+                      : !m->db_ready             ? "the database is not ready"
+                      : m->token_bad             ? "the Graph API refuses the token"
+                                                 : NULL;
+    if (why)
+        snprintf(reason, cap, "%s", why);
+    return !why;
+}
+
+static void on_counts(void *ctx, int status, const struct bmq_counts *c,
+                      const struct mi_err *err)
+{
+    struct media *m = ctx;
+    m->counting = false;
+    if (!status)
+        metrics_worker_queue(m->mw, c);
+}
+
+static void on_counts_timer(uv_timer_t *t)
+{
+    struct media *m = t->data;
+    struct mi_err err = MI_ERR_INIT;
+    if (m->counting || !m->w || !wloop_ready(m->w))
+        return;
+    m->counting = true;
+    if (bmq_counts(wloop_queue(m->w), on_counts, m, &err))
+        m->counting = false;
+}
+
+static int start_ops_server(struct media *m, struct mi_err *err)
+{
+    struct metrics_worker_sources src = {
+        .ctx = m, .jobs_in_flight = gauge_inflight, .claims_paused = gauge_paused,
+        .budget = m->budget,
+    };
+    int r = metrics_new(&m->reg);
+    if (r)
+        return mi_err_set(err, 1, "out of memory");
+    r = metrics_register_worker(m->reg, MI_VERSION, &src, &m->mw, err);
+    if (r)
+        return 1;
+    struct httpd_handlers hd = { .metrics = m->reg, .ready = ready };
+    r = httpd_new(&m->httpd, m->loop, m->cfg->metrics_addr, &hd, m, err);
+    if (r) {
+        m->httpd = NULL;
+        return r == HTTPD_E_ADDR ? 2 : 1;
+    }
+    uv_timer_start(&m->counts_timer, on_counts_timer, 1000, COUNTS_INTERVAL_MS);
+    return 0;
 }
 
 static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
@@ -861,8 +987,9 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
     m->cfg = cfg;
     m->log = log;
     m->jobs.prev = m->jobs.next = &m->jobs;
-    uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer };
-    for (size_t i = 0; i < 4; i++) {
+    uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
+                             &m->counts_timer };
+    for (size_t i = 0; i < 5; i++) {
         uv_timer_init(loop, timers[i]);
         timers[i]->data = m;
         m->open_handles++;
@@ -912,12 +1039,20 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
         goto fail1;
     if (msgdb_new(&m->db, m->pool))
         goto fail1;
+    if (cfg->metrics_addr && *cfg->metrics_addr) {
+        r = start_ops_server(m, err);
+        if (r == 2)
+            goto fail2;
+        if (r)
+            goto fail1;
+    }
     if (cfg->token_file)
         uv_timer_start(&m->token_timer, on_token_timer, TOKEN_POLL_MS, TOKEN_POLL_MS);
     on_db_timer(&m->db_timer);
     if (sc.kind != STORAGE_LOCAL) {
         struct mi_err e2 = MI_ERR_INIT;
-        if (s3_abort_orphans(m->st, "media/", ORPHAN_AGE_S, time(NULL), on_orphans, m, &e2))
+        uint64_t age_s = (uint64_t)(cfg->orphan_upload_age_ms / 1000);
+        if (s3_abort_orphans(m->st, "media/", age_s, time(NULL), on_orphans, m, &e2))
             log_msg(log, LOG_WARN, "cannot start the multipart clean-up", "%s", e2.msg);
     }
     h->start = media_start;
