@@ -7,14 +7,18 @@
 
 #include <curl/curl.h>
 
+#include "notify.h"
+
 struct app {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
     struct wloop *w;
+    struct mi_notify *notify;   /* systemd Type=notify; no-op outside systemd */
     struct mi_log *log;
     const struct wmain_ops *ops;
     void *hctx;
     bool draining;
+    int64_t drain_timeout_ms;
 };
 
 static void on_drained(void *ctx)
@@ -25,6 +29,8 @@ static void on_drained(void *ctx)
         a->ops->teardown(a->hctx);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+    mi_notify_close(a->notify);
+    a->notify = NULL;
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -38,6 +44,8 @@ static void on_signal(uv_signal_t *s, int signum)
     a->draining = true;
     log_msg(a->log, LOG_INFO, "signal received, draining", "signal=%s",
             signum == SIGINT ? "SIGINT" : "SIGTERM");
+    mi_notify_stopping(a->notify, "draining");
+    mi_notify_extend_timeout(a->notify, a->drain_timeout_ms + 10000);
     wloop_stop(a->w, on_drained, a);
 }
 
@@ -114,6 +122,9 @@ int worker_main(int argc, char **argv, const struct wmain_ops *ops)
     a.sigterm.data = a.sigint.data = &a;
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_signal, SIGINT);
+    a.drain_timeout_ms = cfg.drain_timeout_ms;
+    if (mi_notify_new(&a.notify, &a.loop, &err))
+        log_msg(a.log, LOG_WARN, "systemd notification is unavailable", "%s", err.msg);
 
     char url[400];
     rurl_redact(&cfg.redis, url, sizeof(url));
@@ -127,6 +138,7 @@ int worker_main(int argc, char **argv, const struct wmain_ops *ops)
         log_end(&lr);
     }
     wloop_start(a.w);
+    mi_notify_ready(a.notify, "claiming jobs");
     uv_run(&a.loop, UV_RUN_DEFAULT);
     wloop_free(a.w);
     rc = 0;
