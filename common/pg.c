@@ -30,7 +30,8 @@ enum pgc_state {
     PGC__MAX
 };
 
-static const unsigned pgc_next[PGC__MAX] = {
+/* Allowed transitions; read only by assert(), hence unused in release builds. */
+static const unsigned pgc_next[PGC__MAX] __attribute__((unused)) = {
     [PGC_DOWN] = 1u << PGC_CONNECTING | 1u << PGC_CLOSED,
     [PGC_CONNECTING] = 1u << PGC_READY | 1u << PGC_DOWN | 1u << PGC_CLOSED,
     [PGC_READY] = 1u << PGC_BUSY | 1u << PGC_DOWN | 1u << PGC_CLOSED,
