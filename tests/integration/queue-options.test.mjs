@@ -165,3 +165,27 @@ test('jobs our worker must not run fail with a clear reason; good jobs beside th
     assert.equal(await stopWorker(w), 0, w.logs);
   }
 });
+
+test('a flushed script cache and killed connections: scripts reload, the worker reconnects', async () => {
+  const { name, queue } = newQueue('resilience');
+  const w = startWorker(name);
+  const client = new IORedis(REDIS_URL);
+  cleanups.push(() => client.quit());
+  try {
+    const first = await queue.add('ingest', data());
+    await waitFor(async () => (await queue.getJob(first.id)).finishedOn, { what: 'first job' });
+    // What a Redis restart does to scripts: EVALSHA now answers NOSCRIPT.
+    await client.script('FLUSH');
+    const second = await queue.add('ingest', data());
+    await waitFor(async () => (await queue.getJob(second.id))?.finishedOn, { what: 'job after SCRIPT FLUSH' });
+    // Drop every other connection, the worker's two included.
+    await client.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    await waitFor(() => /Redis connection is down/.test(w.logs), { what: 'worker noticed' });
+    const third = await queue.add('ingest', data());
+    await waitFor(async () => (await queue.getJob(third.id))?.finishedOn, { what: 'job after reconnect', timeout: 20000 });
+    assert.equal(await (await queue.getJob(third.id)).getState(), 'completed');
+    assert.ok((w.logs.match(/connected to Redis/g) || []).length >= 4, 'both connections came back');
+  } finally {
+    assert.equal(await stopWorker(w), 0, w.logs);
+  }
+});
