@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, readdirSync, writeFileSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { test, after, before } from 'node:test';
 import {
   requireServices, bullmq, connection, queueName, startWorker, stopWorker, waitFor, sleep,
@@ -35,10 +36,12 @@ function workerEnv(extra = {}) {
     MEDIA_LOCAL_DIR: root,
     MEDIA_MAX_BYTES: String(110 * 1024 * 1024),
     MEDIA_INGEST_CONCURRENCY: '16',
+    METRICS_ADDR: `127.0.0.1:${METRICS_PORT}`,
     ...extra,
   };
 }
 
+const METRICS_PORT = 59465 + (process.pid % 500);
 const jobOpts = { attempts: 3, backoff: { type: 'fixed', delay: 200 } };
 
 async function enqueue(pairs, opts = jobOpts) {
@@ -107,6 +110,33 @@ test('mixed media: every job completed, every file byte-exact, every row updated
   }
   const stats = await control(fake, 'GET', 'stats');
   assert.equal(stats.noUserAgent, 0, 'every request carried a User-Agent');
+});
+
+test('/metrics (Prometheus text, promtool-clean), /healthz and /readyz of the running worker', async () => {
+  const base = `http://127.0.0.1:${METRICS_PORT}`;
+  assert.equal((await fetch(`${base}/healthz`)).status, 200);
+  const ready = await fetch(`${base}/readyz`);
+  assert.equal(ready.status, 200, await ready.text());
+  assert.equal((await fetch(`${base}/nope`)).status, 404);
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const val = (re) => Number((text.match(re) || [])[1]);
+  assert.ok(val(/^media_ingest_jobs_total\{outcome="completed",class="none"\} (\d+)/m) >= 56, 'completed jobs counted');
+  assert.ok(val(/^media_ingest_bytes_total (\d+)/m) > 200 * 1024 * 1024, 'bytes counted');
+  assert.match(text, /^media_ingest_phase_duration_seconds_count\{phase="download"\} \d+/m);
+  assert.match(text, /^media_ingest_jobs_in_flight 0/m);
+  assert.match(text, /^process_resident_memory_bytes \d+/m);
+  assert.ok(!text.includes('tok-e2e') && !text.includes('media-secret-pw'), 'no secrets in /metrics');
+  const promtool = await new Promise((resolve) => {
+    const p = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { out += d; });
+    p.on('error', () => resolve(null));
+    p.on('exit', (code) => resolve({ code, out }));
+    p.stdin.end(text);
+  });
+  if (promtool) assert.equal(promtool.code, 0, promtool.out);
+  else console.log('# promtool not installed: exposition format not checked by promtool');
 });
 
 test('a duplicate job and a rerun after success download nothing again', async () => {
@@ -201,6 +231,9 @@ test('a bad token stops claims without burning jobs; fixing the token file resum
     assert.notEqual(await job.getState(), 'failed');
     assert.equal(job.attemptsMade, 0, 'no attempt burned while the token is bad');
   }
+  const notReady = await fetch(`http://127.0.0.1:${METRICS_PORT}/readyz`);
+  assert.equal(notReady.status, 503);
+  assert.match(await notReady.text(), /token/);
   writeFileSync(tokenFile, 'tok-e2e\n');
   const done = await settle(jobs, 20000);
   for (const j of done) assert.equal(await j.getState(), 'completed', j.failedReason);
