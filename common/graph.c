@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "http.h"
+#include "util.h"
 
 #ifndef MI_VERSION
 #define MI_VERSION "0.1.0"
@@ -72,17 +73,6 @@ static void free_secret(char *s)
 
 /* ---- sha256 ------------------------------------------------------------------------- */
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Standard and URL-safe base64 alphabets both decode; anything else is -1. */
 static int b64_val(char c)
 {
@@ -108,7 +98,7 @@ int graph_sha256_parse(const char *s, unsigned char out[32])
 
     if (len == 64) {
         for (size_t i = 0; i < 32; i++) {
-            int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
+            int hi = mi_hexval(s[2 * i]), lo = mi_hexval(s[2 * i + 1]);
 
             if (hi < 0 || lo < 0)
                 return GRAPH_E_BADDATA;

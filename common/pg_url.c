@@ -1,4 +1,5 @@
 #include "pg_url.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -50,17 +51,6 @@ static const char *find_name(const char *const *tab, size_t n, const char *name)
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Percent-decode [s, s+n) into a new string. Return 0, PG_URL_EINVAL for a bad escape or
  * an encoded NUL (which no C string can carry), or -ENOMEM.
@@ -74,8 +64,8 @@ static int pct_decode(const char *s, size_t n, char **out)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {
-            int h = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int l = i + 2 < n ? hexval(s[i + 2]) : -1;
+            int h = i + 2 < n ? mi_hexval(s[i + 1]) : -1;
+            int l = i + 2 < n ? mi_hexval(s[i + 2]) : -1;
             if (h < 0 || l < 0 || (h == 0 && l == 0)) {
                 free(d);
                 return PG_URL_EINVAL;

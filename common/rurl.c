@@ -6,17 +6,6 @@
 
 #include "util.h"
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode [s, s+n) into out (size outlen). Return false on bad escapes, NUL or overflow. */
 static bool pct_decode(const char *s, size_t n, char *out, size_t outlen)
 {
@@ -26,7 +15,7 @@ static bool pct_decode(const char *s, size_t n, char *out, size_t outlen)
         if (c == '%') {
             if (i + 2 >= n)
                 return false;
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            int h = mi_hexval(s[i + 1]), l = mi_hexval(s[i + 2]);
             if (h < 0 || l < 0)
                 return false;
             c = (char)(h * 16 + l);

@@ -37,6 +37,7 @@
 #include "s3.h"
 #include "sigv4.h"
 #include "storage_impl.h"
+#include "util.h"
 
 #define S3_PART_INFLIGHT 2                  /* parts in flight per writer (R2: keep it low) */
 #define S3_XML_MAX (1024 * 1024)            /* cap of every XML answer */
@@ -134,25 +135,14 @@ static int build_path(const struct s3 *s, const char *key, char *out, size_t cap
     return n < 0 || (size_t)n >= cap ? -ENOSPC : 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Decode %XX in place (the query strings here are built by s3_uri_encode()). */
 static void pct_decode(char *s)
 {
     char *o = s;
 
     for (; *s; s++) {
-        int hi = *s == '%' ? hexval(s[1]) : -1;
-        int lo = hi >= 0 ? hexval(s[2]) : -1;
+        int hi = *s == '%' ? mi_hexval(s[1]) : -1;
+        int lo = hi >= 0 ? mi_hexval(s[2]) : -1;
 
         if (lo >= 0) {
             *o++ = (char)(hi * 16 + lo);

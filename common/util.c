@@ -93,6 +93,17 @@ int64_t mi_retry_delay(int attempt, int64_t base_ms, int64_t max_ms, double rnd)
     return d / 2 + (int64_t)(rnd * (double)(d - d / 2));
 }
 
+int mi_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 bool mi_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     if (!s || !*s)

@@ -46,6 +46,9 @@ int64_t mi_backoff_delay(const struct mi_backoff *b, int attempt, double rnd);
  */
 int64_t mi_retry_delay(int attempt, int64_t base_ms, int64_t max_ms, double rnd);
 
+/** mi_hexval() - the value of hex digit @c (either case), or -1. */
+int mi_hexval(char c);
+
 /**
  * mi_parse_i64() - parse a whole decimal number in [@min, @max].
  * Return: true on success (value stored), false on garbage, overflow or range.
