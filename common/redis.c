@@ -492,18 +492,28 @@ const struct mi_err *redis_client_last_error(const struct redis_client *rc)
     return &rc->last_err;
 }
 
+/* A new pending-command record for a user call; NULL on ENOMEM. */
+static struct rcmd *cmd_new(struct redis_client *rc, int64_t timeout_ms, redis_reply_fn cb,
+                            void *ctx)
+{
+    struct rcmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->rc = rc;
+    c->cb = cb;
+    c->ctx = ctx;
+    c->timeout_ms = timeout_ms;
+    return c;
+}
+
 int redis_client_command(struct redis_client *rc, int64_t timeout_ms, redis_reply_fn cb,
                          void *ctx, int argc, const char *const *argv, const size_t *argvlen)
 {
     if (!redis_client_ready(rc))
         return REDIS_E_NOTREADY;
-    struct rcmd *c = calloc(1, sizeof(*c));
+    struct rcmd *c = cmd_new(rc, timeout_ms, cb, ctx);
     if (!c)
         return -ENOMEM;
-    c->rc = rc;
-    c->cb = cb;
-    c->ctx = ctx;
-    c->timeout_ms = timeout_ms;
     int r = send_cmd(rc, c, argc, argv, argvlen);
     if (r)
         free(c);
@@ -516,13 +526,9 @@ int redis_client_script(struct redis_client *rc, const struct redis_script *scri
 {
     if (!redis_client_ready(rc))
         return REDIS_E_NOTREADY;
-    struct rcmd *c = calloc(1, sizeof(*c));
+    struct rcmd *c = cmd_new(rc, timeout_ms, cb, ctx);
     if (!c)
         return -ENOMEM;
-    c->rc = rc;
-    c->cb = cb;
-    c->ctx = ctx;
-    c->timeout_ms = timeout_ms;
     c->script = script;
     c->argc = argc + 3;
     c->argv = calloc((size_t)c->argc, sizeof(char *));
