@@ -39,6 +39,7 @@
 #include "pg_url.h"
 #include "s3.h"
 #include "storage.h"
+#include "storage_cfg.h"
 #include "util.h"
 
 #define DB_TIMEOUT_MS 15000
@@ -791,46 +792,6 @@ static void on_orphans(void *ctx, int status, const struct s3_orphan_stats *s,
                 (unsigned long long)s->aborted, (unsigned long long)s->failed);
 }
 
-static int storage_cfg(const struct mi_config *cfg, struct storage_config *sc,
-                       struct mi_err *err)
-{
-    memset(sc, 0, sizeof(*sc));
-    sc->local_dir = cfg->local_dir;
-    sc->part_size = cfg->part_size;
-    sc->max_bytes = cfg->max_bytes;
-    sc->request_timeout_ms = 120000;
-    sc->max_retries = 4;
-    if (!strcmp(cfg->storage_backend, "local")) {
-        sc->kind = STORAGE_LOCAL;
-        return 0;
-    }
-    if (!strcmp(cfg->storage_backend, "s3")) {
-        sc->kind = STORAGE_S3;
-        sc->bucket = cfg->s3_bucket;
-        sc->access_key_id = cfg->aws_access_key_id;
-        sc->secret_access_key = cfg->aws_secret_access_key;
-        sc->session_token = cfg->aws_session_token;
-        sc->region = cfg->aws_region;
-        sc->endpoint = cfg->s3_endpoint;
-        if (!sc->bucket || !sc->access_key_id || !sc->secret_access_key)
-            return mi_err_set(err, 2, "MEDIA_STORAGE_BACKEND=s3 needs AWS_S3_BUCKET, "
-                              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
-        return 0;
-    }
-    sc->kind = STORAGE_R2;
-    sc->bucket = cfg->r2_bucket;
-    sc->access_key_id = cfg->r2_access_key_id;
-    sc->secret_access_key = cfg->r2_secret_access_key;
-    sc->region = "auto";
-    sc->endpoint = cfg->r2_endpoint;
-    sc->r2_account_id = cfg->r2_account_id;
-    if (!sc->bucket || !sc->access_key_id || !sc->secret_access_key ||
-        (!sc->endpoint && !sc->r2_account_id))
-        return mi_err_set(err, 2, "MEDIA_STORAGE_BACKEND=r2 needs R2_BUCKET, R2_ACCESS_KEY_ID, "
-                          "R2_SECRET_ACCESS_KEY and R2_ACCOUNT_ID (or R2_ENDPOINT)");
-    return 0;
-}
-
 static void timer_closed(uv_handle_t *h)
 {
     struct media *m = h->data;
@@ -978,7 +939,7 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
     if (!cfg->token && !cfg->token_file)
         return mi_err_set(err, 2, "WHATSAPP_ACCESS_TOKEN or WHATSAPP_ACCESS_TOKEN_FILE is "
                           "required");
-    if (storage_cfg(cfg, &sc, err))
+    if (storage_cfg_from_config(cfg, &sc, err))
         return 2;
     m = calloc(1, sizeof(*m));
     if (!m)
