@@ -9,7 +9,7 @@
 #include "bullmq_lua.h"
 
 enum { S_ADD, S_CLAIM, S_COUNTS, S_EXTEND, S_FINISH, S_PAUSE, S_RELEASE, S_RETRY, S_STALLED,
-       S__MAX };
+       S_RETRY_FAILED, S_CLEAN, S__MAX };
 
 struct bmq {
     struct redis_client *rc;
@@ -30,6 +30,7 @@ struct call {
 
 static const char *const script_names[S__MAX] = {
     "add", "claim", "counts", "extend_locks", "finish", "pause", "release", "retry", "stalled",
+    "retry_failed", "clean",
 };
 
 bool bmq_key(char *out, size_t n, const char *prefix, const char *queue, const char *suffix)
@@ -770,6 +771,64 @@ int bmq_pause(struct bmq *q, bool pause, bmq_done_cb cb, void *ctx, struct mi_er
         return mi_err_set(err, -ENOMEM, "out of memory");
     const char *argv[] = { q->kp, pause ? "pause" : "resume" };
     return run_script(q, S_PAUSE, c, 2, argv, NULL, err);
+}
+
+/* ---- retry failed, clean ---- */
+
+static void batch_done(struct call *c, const redisReply *r, const struct mi_err *err)
+{
+    bmq_batch_cb cb = (bmq_batch_cb)c->cb;
+    struct mi_err e = MI_ERR_INIT;
+    if (!r) {
+        cb(c->ctx, err->code ? err->code : -EIO, 0, 0, err);
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER) {
+        cb(c->ctx, 0, r->integer, r->integer, NULL);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        mi_err_set(&e, -EPROTO, "unexpected reply from a queue script");
+        cb(c->ctx, -EPROTO, 0, 0, &e);
+        return;
+    }
+    cb(c->ctx, 0, reply_i64(r->element[0]), reply_i64(r->element[1]), NULL);
+}
+
+/* The shared part of both batch scripts: ARGV 1 prefix, then @args. */
+static int batch_call(struct bmq *q, int script, int64_t max, int argc, const char *const *args,
+                      bmq_batch_cb cb, void *ctx, struct mi_err *err)
+{
+    const char *argv[5] = { q->kp };
+    if (max < 1 || max > 5000)
+        return mi_err_set(err, -EINVAL, "internal: batch size %lld out of 1..5000",
+                          (long long)max);
+    struct call *c = call_new(batch_done, (void *)cb, ctx);
+    if (!c)
+        return mi_err_set(err, -ENOMEM, "out of memory");
+    for (int i = 0; i < argc && i < 4; i++)
+        argv[1 + i] = args[i];
+    return run_script(q, script, c, 1 + argc, argv, NULL, err);
+}
+
+int bmq_retry_failed(struct bmq *q, int64_t before_ms, int64_t max, bool reset_attempts,
+                     bmq_batch_cb cb, void *ctx, struct mi_err *err)
+{
+    char ts[24], n[24];
+    snprintf(ts, sizeof(ts), "%lld", (long long)(before_ms < 0 ? 0 : before_ms));
+    snprintf(n, sizeof(n), "%lld", (long long)max);
+    const char *args[] = { ts, n, reset_attempts ? "1" : "0" };
+    return batch_call(q, S_RETRY_FAILED, max, 3, args, cb, ctx, err);
+}
+
+int bmq_clean(struct bmq *q, bool failed, int64_t before_ms, int64_t max, bmq_batch_cb cb,
+              void *ctx, struct mi_err *err)
+{
+    char ts[24], n[24];
+    snprintf(ts, sizeof(ts), "%lld", (long long)(before_ms < 0 ? 0 : before_ms));
+    snprintf(n, sizeof(n), "%lld", (long long)max);
+    const char *args[] = { failed ? "failed" : "completed", ts, n };
+    return batch_call(q, S_CLEAN, max, 3, args, cb, ctx, err);
 }
 
 static void base64(const char *in, char *out, size_t outlen)

@@ -2,9 +2,9 @@
  * bullmq.h - BullMQ 6.7.0's Redis protocol for a C worker and producer.
  *
  * Our own Lua scripts (common/lua/) implement add, claim, finish (completed/failed),
- * retry (now or after a backoff), lock extension, the stalled checker, counts and
- * pause/resume exactly as the protocol document describes, so Node producers,
- * workers, QueueEvents and bull-board see normal jobs.
+ * retry (now or after a backoff), lock extension, the stalled checker, counts,
+ * pause/resume, retrying failed jobs and cleaning finished ones exactly as the protocol
+ * document describes, so Node producers, workers, QueueEvents and bull-board see normal jobs.
  *
  * A struct bmq is bound to one queue and borrows one redis_client for scripts and
  * commands. Every call is asynchronous and its callback runs exactly once; a call
@@ -223,6 +223,33 @@ char *bmq_counts_json(const struct bmq_counts *c);
 /** bmq_pause() - pause (@pause true) or resume the queue; status 1 when it changed. */
 int bmq_pause(struct bmq *q, bool pause, bmq_done_cb cb, void *ctx,
               struct mi_err *err) MI_MUSTCHECK;
+
+/* One batch of bmq_retry_failed() or bmq_clean(): @taken ids left the failed/completed
+ * ZSET, of which @done were moved to wait (retry) or removed (clean). */
+typedef void (*bmq_batch_cb)(void *ctx, int status, int64_t taken, int64_t done,
+                             const struct mi_err *err);
+
+/**
+ * bmq_retry_failed() - move up to @max (1..5000) failed jobs that finished at or before
+ * @before_ms back to wait, as Node's Queue.retryJobs({state: 'failed'}) / job.retry():
+ * finishedOn, processedOn and failedReason are cleared, prioritized jobs return to the
+ * prioritized set, a "waiting" event (prev failed) is written per job, and no marker
+ * is added while the queue is paused. @reset_attempts also clears atm and ats (Node's
+ * resetAttemptsMade/resetAttemptsStarted); without it attemptsMade keeps counting.
+ * One script call; call again while @taken == @max to go through the whole set.
+ * Return: 0, or non-zero with @err (then @cb is not called).
+ */
+int bmq_retry_failed(struct bmq *q, int64_t before_ms, int64_t max, bool reset_attempts,
+                     bmq_batch_cb cb, void *ctx, struct mi_err *err) MI_MUSTCHECK;
+
+/**
+ * bmq_clean() - remove up to @max (1..5000) jobs of the completed (@failed false) or
+ * failed set that finished at or before @before_ms, with all their keys, as Node's
+ * Queue.clean(); writes one "cleaned" event with the count. Call again while
+ * @taken == @max. Return: 0, or non-zero with @err (then @cb is not called).
+ */
+int bmq_clean(struct bmq *q, bool failed, int64_t before_ms, int64_t max, bmq_batch_cb cb,
+              void *ctx, struct mi_err *err) MI_MUSTCHECK;
 
 /** bmq_worker_client_name() - CLIENT SETNAME value that bull-board lists as a worker. */
 char *bmq_worker_client_name(const char *prefix, const char *queue, const char *worker_name);
