@@ -1290,7 +1290,11 @@ static int s3_writer_write(struct storage_writer *w, const void *buf, size_t len
                 wr->stash_len = len;
                 wr->paused = true;
                 waiters_add(wr);
-                return STORAGE_PAUSE;
+                /* Start the part just submitted: nothing else may, and its upload is what
+                 * gives budget back (without this, writers whose full parts wait here hold
+                 * the whole budget while they wait for more of it: a deadlock). */
+                wr_step(wr);
+                return wr->failed ? wr->failed : STORAGE_PAUSE;
             }
         }
         n = wr->cur->cap - wr->cur->len;
