@@ -163,6 +163,11 @@ int storage_new(struct storage **stp, uv_loop_t *loop, struct mi_http *http,
 /**
  * storage_free() - see storage.h.
  */
+size_t storage_busy(const struct storage *st)
+{
+    return st ? st->writers : 0;
+}
+
 void storage_free(struct storage *st)
 {
     if (!st)

@@ -110,6 +110,12 @@ int storage_new(struct storage **stp, uv_loop_t *loop, struct mi_http *http,
 /** storage_free() - free the backend; every writer and request must have finished. NULL ok. */
 void storage_free(struct storage *st);
 
+/**
+ * storage_busy() - writers not yet freed (an abort or commit may still be talking to the
+ * store). Free the storage only once this is 0.
+ */
+size_t storage_busy(const struct storage *st);
+
 /** storage_kind_name() - "s3", "r2" or "local": the row's mediaStorageBackend. */
 const char *storage_kind_name(const struct storage *st);
 

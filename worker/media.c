@@ -112,6 +112,7 @@ struct media {
     int open_handles;
     bool closing;
     bool pool_closed;
+    int64_t quiesce_deadline;
 };
 
 /* The handler is freed once its pool and every libuv handle it owns have closed. */
@@ -823,10 +824,37 @@ static void pool_closed(void *ctx)
     media_maybe_free(m);
 }
 
+static void teardown_finish(struct media *m);
+
+/* Wait (bounded) until aborts and commits of the storage writers have finished. */
+static void on_quiesce(uv_timer_t *t)
+{
+    struct media *m = t->data;
+    if (storage_busy(m->st) && mi_mono_ms() < m->quiesce_deadline)
+        return;
+    uv_timer_stop(t);
+    teardown_finish(m);
+}
+
 static void media_teardown(void *hctx)
 {
     struct media *m = hctx;
     m->closing = true;
+    uv_timer_stop(&m->counts_timer);
+    if (storage_busy(m->st)) {
+        /* Jobs released on shutdown may still be aborting their uploads. */
+        m->quiesce_deadline = mi_mono_ms() + 30000;
+        uv_timer_start(&m->counts_timer, on_quiesce, 20, 20);
+        return;
+    }
+    teardown_finish(m);
+}
+
+static void teardown_finish(struct media *m)
+{
+    if (storage_busy(m->st))
+        log_msg(m->log, LOG_WARN, "storage writers still busy at exit; open uploads will be "
+                "aborted by the next worker's clean-up", NULL);
     uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
                              &m->counts_timer };
     for (size_t i = 0; i < 5; i++)
