@@ -29,11 +29,19 @@ struct http_sock {
     struct http_sock *prev, *next;   /* http->socks, so leftovers can be closed */
 };
 
+/* What one streamed download may deliver per loop turn: with a fast peer, curl would
+ * otherwise read as long as the socket stays readable, and the loop would poll nothing else
+ * (Redis, the database, /metrics) for seconds. */
+#define HTTP_TURN_BYTES (256 * 1024)
+
 struct mi_http {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;                /* curl's single timeout */
     uv_timer_t reap;                 /* completes cancelled requests outside curl */
+    uv_prepare_t turn;               /* a new loop turn: resume transfers paused for fairness */
+    unsigned turn_no;
+    size_t fair_paused;
     int open_handles;                /* our timers still open: free when 0 */
     char *user_agent;
     size_t active;
@@ -71,6 +79,9 @@ struct http_req {
     struct buf hdrs;                 /* "name\0value\0" pairs of the last response */
 
     bool paused;
+    bool fair_paused;                /* had its share of this loop turn */
+    unsigned turn_no;
+    size_t turn_bytes;
     bool canceled;
     int abort_status;                /* why a callback made curl abort */
     http_done_cb cb;
@@ -190,6 +201,8 @@ static void req_complete(struct http_req *rq, CURLcode res)
     int status = map_result(rq, res, &err);
 
     rq->state = RQ_DONE;
+    if (rq->fair_paused)
+        h->fair_paused--;
     list_del(h, rq);
     h->active--;
     rq->cb(rq->cb_ctx, rq, status, status ? &err : NULL);
@@ -240,6 +253,28 @@ static void on_reap(uv_timer_t *t)
 
 /* --- curl's socket and timer callbacks --------------------------------------------- */
 
+/* Before each poll: a new turn; transfers paused for fairness go on. */
+static void on_turn(uv_prepare_t *p)
+{
+    struct mi_http *h = p->data;
+    bool again = true;
+
+    h->turn_no++;
+    while (h->fair_paused && again) {
+        again = false;
+        for (struct http_req *rq = h->reqs; rq; rq = rq->next) {
+            if (rq->fair_paused) {
+                rq->fair_paused = false;
+                h->fair_paused--;
+                curl_easy_pause(rq->easy, CURLPAUSE_CONT);
+                again = true;
+                break;
+            }
+        }
+    }
+    drain(h);
+}
+
 static void on_timeout(uv_timer_t *t)
 {
     struct mi_http *h = t->data;
@@ -249,7 +284,13 @@ static void on_timeout(uv_timer_t *t)
     drain(h);
 }
 
-/* curl asks for its timer: -1 stops it; 0 fires on the next loop turn, not from here. */
+/*
+ * curl asks for its timer: -1 stops it; 0 means "as soon as possible", which must still be a
+ * later loop turn. libuv (before 1.45) runs a timer started from a timer callback with timeout
+ * 0 again in the same pass, without polling: while curl keeps asking for 0 (a transfer whose
+ * socket stays readable is "run again now"), the loop then polls nothing else for seconds
+ * (Redis replies, lock renewals, /metrics). 1 ms, as in curl's libuv example (multi-uv.c).
+ */
 static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
 {
     struct mi_http *h = userp;
@@ -257,7 +298,7 @@ static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
     if (timeout_ms < 0)
         uv_timer_stop(&h->timer);
     else
-        uv_timer_start(&h->timer, on_timeout, (uint64_t)timeout_ms, 0);
+        uv_timer_start(&h->timer, on_timeout, timeout_ms > 0 ? (uint64_t)timeout_ms : 1, 0);
     return 0;
 }
 
@@ -380,9 +421,22 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
     curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &code);
     /* Error bodies of streamed responses are collected so the caller can read them. */
     if (rq->write_cb && code >= 200 && code < 300) {
+        struct mi_http *h = rq->http;
+
+        if (rq->turn_no != h->turn_no) {
+            rq->turn_no = h->turn_no;
+            rq->turn_bytes = 0;
+        }
+        if (rq->turn_bytes >= HTTP_TURN_BYTES) {
+            rq->fair_paused = true;
+            h->fair_paused++;
+            return CURL_WRITEFUNC_PAUSE;
+        }
         r = rq->write_cb(rq->write_ctx, data, n);
-        if (r == 0)
+        if (r == 0) {
+            rq->turn_bytes += n;
             return n;
+        }
         if (r == HTTP_PAUSE) {
             rq->paused = true;
             return CURL_WRITEFUNC_PAUSE;
@@ -465,9 +519,13 @@ int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 64L);
     uv_timer_init(loop, &h->timer);
     uv_timer_init(loop, &h->reap);
+    uv_prepare_init(loop, &h->turn);
+    uv_prepare_start(&h->turn, on_turn);
+    uv_unref((uv_handle_t *)&h->turn);
     h->timer.data = h;
     h->reap.data = h;
-    h->open_handles = 2;
+    h->turn.data = h;
+    h->open_handles = 3;
     *httpp = h;
     return 0;
 }
@@ -505,6 +563,7 @@ void http_free(struct mi_http *http)
         sock_close(http, http->socks);
     uv_close((uv_handle_t *)&http->timer, http_closed);
     uv_close((uv_handle_t *)&http->reap, http_closed);
+    uv_close((uv_handle_t *)&http->turn, http_closed);
 }
 
 /**

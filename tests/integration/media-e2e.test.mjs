@@ -41,7 +41,8 @@ function workerEnv(extra = {}) {
   };
 }
 
-const METRICS_PORT = 59465 + (process.pid % 500);
+// Below the ephemeral range (32768-60999), so a client socket cannot be holding it.
+const METRICS_PORT = 29465 + (process.pid % 500);
 const jobOpts = { attempts: 3, backoff: { type: 'fixed', delay: 200 } };
 
 async function enqueue(pairs, opts = jobOpts) {
