@@ -258,7 +258,7 @@ struct graph_download_result {
     int status;                 /* as in graph_lookup_result */
     long http_status;
     uint64_t bytes;             /* bytes given to the data callback and consumed */
-    unsigned char sha256[32];   /* of those bytes */
+    unsigned char sha256[32];   /* of those bytes; all zero when no expected_sha256 was given */
     char sha256_hex[65];
     struct graph_error gerr;    /* when an error body was a Graph error */
 };
@@ -272,7 +272,8 @@ typedef void (*graph_done_cb)(void *ctx, const struct graph_download_result *res
  * @max_bytes: hard cap on the body (0: no cap beyond @expected_size); a bigger answer ends
  *             with GRAPH_E_TOOBIG (permanent), checked on Content-Length and while writing.
  * @expected_size: the announced file_size or -1; a different length is GRAPH_E_SIZE_MISMATCH.
- * @expected_sha256: 32 bytes or NULL; a different digest is GRAPH_E_SHA_MISMATCH (both
+ * @expected_sha256: 32 bytes or NULL (then the body is not hashed at all, for callers that
+ *                   verify it themselves); a different digest is GRAPH_E_SHA_MISMATCH (both
  *                   transient: the caller decides when a repeated mismatch becomes final).
  * @dlp: receives a handle for resume/cancel (valid until @done_cb returns), or NULL.
  * Return: 0 and @done_cb runs later exactly once; else an error with @err filled, and
