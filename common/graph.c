@@ -562,6 +562,19 @@ static int check_base(const char *base, size_t *len, struct mi_err *err)
     return 0;
 }
 
+/* The base URL (see check_base) and the "vNN.N" version, as both URL builders need them. */
+static int check_endpoint(const char *base, const char *version, size_t *blen,
+                          struct mi_err *err)
+{
+    int r = check_base(base, blen, err);
+    if (r != 0)
+        return r;
+    if (!valid_version(version))
+        return mi_err_set(err, GRAPH_E_BADDATA, "Graph API version must look like \"v25.0\" "
+                          "(WHATSAPP_API_VERSION)");
+    return 0;
+}
+
 /**
  * graph_lookup_url() - see graph.h.
  */
@@ -574,12 +587,9 @@ int graph_lookup_url(char **out, const char *base, const char *version, const ch
     int r;
 
     *out = NULL;
-    r = check_base(base, &blen, err);
+    r = check_endpoint(base, version, &blen, err);
     if (r != 0)
         return r;
-    if (!valid_version(version))
-        return mi_err_set(err, GRAPH_E_BADDATA, "Graph API version must look like \"v25.0\" "
-                          "(WHATSAPP_API_VERSION)");
     if (idlen == 0 || idlen > GRAPH_MAX_ID || !strcmp(media_id, ".") || !strcmp(media_id, ".."))
         return mi_err_set(err, GRAPH_E_BADDATA, "media id must be 1..%d bytes and not a dot "
                           "segment", GRAPH_MAX_ID);
@@ -659,12 +669,9 @@ int graph_client_new(struct graph_client **cp, struct mi_http *http,
     int r;
 
     *cp = NULL;
-    r = check_base(base, &blen, err);
+    r = check_endpoint(base, version, &blen, err);
     if (r != 0)
         return r;
-    if (!valid_version(version))
-        return mi_err_set(err, GRAPH_E_BADDATA, "Graph API version must look like \"v25.0\" "
-                          "(WHATSAPP_API_VERSION)");
     if (o && o->user_agent && (!*o->user_agent || !is_printable(o->user_agent)))
         return mi_err_set(err, GRAPH_E_BADDATA, "User-Agent must be printable and not empty");
     c = calloc(1, sizeof(*c));

@@ -1438,14 +1438,29 @@ static void head_done(void *ctx, struct s3_call *c, int status, struct http_req 
     free(o);
 }
 
-static int oneshot_new(struct s3_oneshot **op, struct storage *st, void *ctx,
+/*
+ * A single-request operation on @key (HEAD, GET, DELETE): the caller's context plus a call
+ * for which 404 is an answer, not an error. On failure nothing is left allocated.
+ */
+static int oneshot_new(struct s3_oneshot **op, struct s3_call **cp, struct storage *st,
+                       const char *what, enum http_method method,
+                       const char *key, void *ctx,
                        struct mi_err *err)
 {
-    *op = calloc(1, sizeof(**op));
-    if (!*op)
+    struct s3_oneshot *o = calloc(1, sizeof(*o));
+    int r;
+
+    if (!o)
         return mi_err_set(err, -ENOMEM, "s3: out of memory");
-    (*op)->st = st;
-    (*op)->ctx = ctx;
+    r = call_new(cp, st->priv, what, method, key, NULL, err);
+    if (r) {
+        free(o);
+        return r;
+    }
+    (*cp)->expect_404 = true;
+    o->st = st;
+    o->ctx = ctx;
+    *op = o;
     return 0;
 }
 
@@ -1454,16 +1469,10 @@ static int s3_head(struct storage *st, const char *key, storage_meta_cb cb, void
 {
     struct s3_oneshot *o;
     struct s3_call *c;
-    int r = oneshot_new(&o, st, ctx, err);
+    int r = oneshot_new(&o, &c, st, "HeadObject", HTTP_HEAD, key, ctx, err);
 
     if (r)
         return r;
-    r = call_new(&c, st->priv, "HeadObject", HTTP_HEAD, key, NULL, err);
-    if (r) {
-        free(o);
-        return r;
-    }
-    c->expect_404 = true;
     o->meta_cb = cb;
     call_start(c, head_done, o);
     return 0;
@@ -1508,16 +1517,10 @@ static int s3_get(struct storage *st, const char *key, storage_data_cb data_cb,
 {
     struct s3_oneshot *o;
     struct s3_call *c;
-    int r = oneshot_new(&o, st, ctx, err);
+    int r = oneshot_new(&o, &c, st, "GetObject", HTTP_GET, key, ctx, err);
 
     if (r)
         return r;
-    r = call_new(&c, st->priv, "GetObject", HTTP_GET, key, NULL, err);
-    if (r) {
-        free(o);
-        return r;
-    }
-    c->expect_404 = true;
     c->data_cb = get_data;
     c->data_ctx = c;
     o->meta_cb = done_cb;
@@ -1542,16 +1545,10 @@ static int s3_del(struct storage *st, const char *key, storage_done_cb cb, void 
 {
     struct s3_oneshot *o;
     struct s3_call *c;
-    int r = oneshot_new(&o, st, ctx, err);
+    int r = oneshot_new(&o, &c, st, "DeleteObject", HTTP_DELETE, key, ctx, err);
 
     if (r)
         return r;
-    r = call_new(&c, st->priv, "DeleteObject", HTTP_DELETE, key, NULL, err);
-    if (r) {
-        free(o);
-        return r;
-    }
-    c->expect_404 = true;
     o->done_cb = cb;
     call_start(c, del_done, o);
     return 0;

@@ -261,6 +261,16 @@ static void fail(struct bf *b, const char *what, const char *detail)
     finish(b, BF_EXIT_FAILED, "failed");
 }
 
+/* A Redis reply that is neither missing nor an error; otherwise fail the run with @what. */
+static bool reply_ok(struct bf *b, const redisReply *reply, const struct mi_err *err,
+                     const char *what)
+{
+    if (reply && reply->type != REDIS_REPLY_ERROR)
+        return true;
+    fail(b, what, reply ? reply->str : err->msg);
+    return false;
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct bf *b = s->data;
@@ -352,10 +362,8 @@ static void on_lock(void *ctx, const redisReply *reply, const struct mi_err *err
     struct bf *b = ctx;
     if (b->closing)
         return;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        fail(b, "could not take the backfill lock", reply ? reply->str : err->msg);
+    if (!reply_ok(b, reply, err, "could not take the backfill lock"))
         return;
-    }
     if (reply->type == REDIS_REPLY_NIL) {
         const char *argv[] = { "GET", b->lock_key };
         if (redis_client_command(b->rc, 0, on_holder, b, 2, argv, NULL))
@@ -459,10 +467,8 @@ static void on_cursor(void *ctx, const redisReply *reply, const struct mi_err *e
     struct bf *b = ctx;
     if (b->closing)
         return;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        fail(b, "could not read the backfill cursor", reply ? reply->str : err->msg);
+    if (!reply_ok(b, reply, err, "could not read the backfill cursor"))
         return;
-    }
     if (reply->type == REDIS_REPLY_STRING) {
         json_t *c = json_loadb(reply->str, reply->len, 0, NULL);
         int r = use_cursor(b, c);
@@ -480,10 +486,8 @@ static void on_cursor_deleted(void *ctx, const redisReply *reply, const struct m
     struct bf *b = ctx;
     if (b->closing)
         return;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        fail(b, "could not delete the backfill cursor", reply ? reply->str : err->msg);
+    if (!reply_ok(b, reply, err, "could not delete the backfill cursor"))
         return;
-    }
     start_scan(b);
 }
 
@@ -550,10 +554,8 @@ static void on_cursor_saved(void *ctx, const redisReply *reply, const struct mi_
     struct bf *b = ctx;
     if (b->closing)
         return;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        fail(b, "could not save the backfill cursor", reply ? reply->str : err->msg);
+    if (!reply_ok(b, reply, err, "could not save the backfill cursor"))
         return;
-    }
     next_page(b);
 }
 
@@ -562,10 +564,8 @@ static void on_cursor_dropped(void *ctx, const redisReply *reply, const struct m
     struct bf *b = ctx;
     if (b->closing)
         return;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        fail(b, "could not delete the backfill cursor", reply ? reply->str : err->msg);
+    if (!reply_ok(b, reply, err, "could not delete the backfill cursor"))
         return;
-    }
     finish(b, BF_EXIT_OK, "complete");
 }
 
