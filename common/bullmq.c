@@ -207,9 +207,13 @@ int bmq_parse_opts(const char *text, struct bmq_opts *out, struct mi_err *err)
         out->attempts = (int64_t)json_number_value(v);
     if (parse_backoff(json_object_get(o, "backoff"), &out->backoff, err))
         r = 1;
-    if (bmq_keep_from_json(json_object_get(o, "removeOnComplete"), &out->remove_on_complete))
+    v = json_object_get(o, "removeOnComplete");
+    out->has_remove_on_complete = v != NULL;
+    if (bmq_keep_from_json(v, &out->remove_on_complete))
         r = mi_err_set(err, 1, "opts.removeOnComplete has an unknown form");
-    if (bmq_keep_from_json(json_object_get(o, "removeOnFail"), &out->remove_on_fail))
+    v = json_object_get(o, "removeOnFail");
+    out->has_remove_on_fail = v != NULL;
+    if (bmq_keep_from_json(v, &out->remove_on_fail))
         r = mi_err_set(err, 1, "opts.removeOnFail has an unknown form");
     out->lifo = json_is_true(json_object_get(o, "lifo"));
     v = json_object_get(o, "stackTraceLimit");
@@ -528,17 +532,6 @@ static const struct bmq_keep *pick_keep(const struct bmq_keep *job_keep,
     return job_has_it || !worker_keep ? job_keep : worker_keep;
 }
 
-static bool opts_has(const struct bmq_job *job, const char *key)
-{
-    /* Whether the job's own opts define @key (then it wins over the worker's option). */
-    if (!job->opts_text)
-        return false;
-    json_t *o = json_loads(job->opts_text, 0, NULL);
-    bool has = o && json_object_get(o, key) != NULL;
-    json_decref(o);
-    return has;
-}
-
 static int finish(struct bmq *q, const struct bmq_job *job, bool completed, const char *value,
                   const struct bmq_keep *keep, const char *stack, bmq_done_cb cb, void *ctx,
                   struct mi_err *err)
@@ -565,7 +558,7 @@ int bmq_complete(struct bmq *q, const struct bmq_job *job, const char *returnval
                  struct mi_err *err)
 {
     const struct bmq_keep *keep = pick_keep(&job->opts.remove_on_complete, worker_keep,
-                                            opts_has(job, "removeOnComplete"));
+                                            job->opts.has_remove_on_complete);
     return finish(q, job, true, returnvalue, keep, NULL, cb, ctx, err);
 }
 
@@ -615,7 +608,7 @@ int bmq_fail(struct bmq *q, const struct bmq_job *job, const char *reason, bool 
         *outcome = out;
     if (out == BMQ_FAILED_FINAL) {
         const struct bmq_keep *keep = pick_keep(&job->opts.remove_on_fail, worker_keep,
-                                                opts_has(job, "removeOnFail"));
+                                                job->opts.has_remove_on_fail);
         r = finish(q, job, false, reason, keep, stack, cb, ctx, err);
     } else {
         struct call *c = call_new(done_int, (void *)cb, ctx);

@@ -39,6 +39,8 @@ struct bmq_opts {
     struct mi_backoff backoff;
     struct bmq_keep remove_on_complete;
     struct bmq_keep remove_on_fail;
+    bool has_remove_on_complete;  /* set in the job's opts: it wins over the worker's */
+    bool has_remove_on_fail;
     bool lifo;
     int64_t stack_trace_limit;   /* -1: unlimited */
 };

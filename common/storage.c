@@ -127,11 +127,6 @@ int storage_new(struct storage **stp, uv_loop_t *loop, struct mi_http *http,
     switch (cfg->kind) {
     case STORAGE_LOCAL:
         st->ops = &storage_local_ops;
-        if (!st->ops) {
-            free(st);
-            return mi_err_set(err, STORAGE_E_CONFIG,
-                              "MEDIA_STORAGE_BACKEND=local: not built into this binary");
-        }
         break;
     case STORAGE_S3:
     case STORAGE_R2:

@@ -66,6 +66,7 @@ static void test_opts(void)
     TAP_EQ_INT(o.backoff.delay_ms, 200);
     TAP_CHECK(o.backoff.jitter == 0.5);
     TAP_EQ_INT(o.remove_on_complete.count, 0);
+    TAP_CHECK(o.has_remove_on_complete && o.has_remove_on_fail);
     TAP_EQ_INT(o.remove_on_fail.count, 10);
     TAP_EQ_INT(o.remove_on_fail.age_s, 3600);
     TAP_CHECK(o.lifo);
@@ -86,6 +87,7 @@ static void test_opts(void)
     TAP_EQ_INT(bmq_parse_opts("{not json", &o, &err), 1);
     TAP_EQ_INT(bmq_parse_opts(NULL, &o, &err), 0);
     TAP_EQ_INT(o.remove_on_complete.count, -1);
+    TAP_CHECK(!o.has_remove_on_complete && !o.has_remove_on_fail);
 }
 
 static void test_fail_decision(void)
