@@ -84,6 +84,9 @@ static const struct cfg_row rows[] = {
       "multipart part size (>= 5 MiB)" },
     { "MEDIA_BUFFER_BUDGET", NULL, "buffer-budget", T_SIZE, "268435456", OFF(buffer_budget), 0,
       0, W, "bytes of transfer buffers one worker process may hold" },
+    { "MEDIA_S3_PAYLOAD_HASH", NULL, "s3-payload-hash", T_STR, "auto", OFF(s3_payload_hash), 0,
+      0, W | Q, "UploadPart x-amz-content-sha256: signed (hash each part), unsigned"
+      " (UNSIGNED-PAYLOAD), auto (unsigned over https, signed over http)" },
     { "MEDIA_ORPHAN_UPLOAD_AGE", NULL, "orphan-upload-age", T_MS, "2h",
       OFF(orphan_upload_age_ms), 1000, 86400000LL * 30, W,
       "at start, abort multipart uploads under media/ open longer than this (s3, r2)" },
@@ -186,6 +189,10 @@ static int validate(struct mi_config *cfg, unsigned programs, struct mi_err *err
         strcmp(cfg->storage_backend, "r2"))
         return mi_err_set(err, 2, "MEDIA_STORAGE_BACKEND=%s: expected s3, r2 or local",
                           cfg->storage_backend);
+    if (strcmp(cfg->s3_payload_hash, "auto") && strcmp(cfg->s3_payload_hash, "signed") &&
+        strcmp(cfg->s3_payload_hash, "unsigned"))
+        return mi_err_set(err, 2, "MEDIA_S3_PAYLOAD_HASH=%s: expected auto, signed or unsigned",
+                          cfg->s3_payload_hash);
     (void)programs;
     return 0;
 }

@@ -49,6 +49,7 @@ struct mi_config {
     uint64_t part_size;
     uint64_t buffer_budget;
     int64_t orphan_upload_age_ms;
+    const char *s3_payload_hash;      /* MEDIA_S3_PAYLOAD_HASH: auto, signed or unsigned */
     /* operations */
     const char *metrics_addr;
     const char *log_level;

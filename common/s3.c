@@ -59,6 +59,7 @@ struct s3 {
     char host[300];                 /* host[:port] as sent in Host and signed */
     char region[64];
     bool path_style;
+    bool unsigned_parts;            /* UploadPart sends UNSIGNED-PAYLOAD (MEDIA_S3_PAYLOAD_HASH) */
     uint64_t rnd;                   /* xorshift state for jitter */
     /*
      * Part buffers. Until the shared budget (budget.h) is wired in, the backend counts
@@ -425,11 +426,24 @@ static int call_header(struct s3_call *c, const char *name, const char *value)
     return 0;
 }
 
-/* A borrowed body and its sha256 (x-amz-content-sha256, which S3 and R2 verify). */
-static int call_body(struct s3_call *c, const void *body, size_t len)
+/*
+ * A borrowed body and its x-amz-content-sha256: @sha_hex when the caller already knows the
+ * body's sha256 (S3 and R2 verify it), UNSIGNED-PAYLOAD when @unsigned_ok and the payload
+ * policy says so (TLS protects the bytes in transit), else the sha256 computed here.
+ */
+static int call_body(struct s3_call *c, const void *body, size_t len, const char *sha_hex,
+                     bool unsigned_ok)
 {
     c->body = body;
     c->body_len = len;
+    if (sha_hex && strlen(sha_hex) == 64) {
+        memcpy(c->payload_sha, sha_hex, 65);
+        return 0;
+    }
+    if (unsigned_ok && c->s->unsigned_parts) {
+        snprintf(c->payload_sha, sizeof(c->payload_sha), "%s", SIGV4_UNSIGNED_PAYLOAD);
+        return 0;
+    }
     return sha256_hex(body, len, c->payload_sha);
 }
 
@@ -948,7 +962,7 @@ static void part_send(struct s3_writer *wr, struct s3_part *p)
     snprintf(query, sizeof(query), "partNumber=%d&uploadId=%s", p->num, eid);
     r = call_new(&c, wr->s, "UploadPart", HTTP_PUT, wr->w->key, query, &err);
     if (r == 0)
-        r = call_body(c, p->buf, p->len);
+        r = call_body(c, p->buf, p->len, NULL, true);
     if (r != 0) {
         call_discard(c);
         wr_fail(wr, r, &err);
@@ -1125,7 +1139,7 @@ static void complete_send(struct s3_writer *wr)
         r = call_new(&c, wr->s, "CompleteMultipartUpload", HTTP_POST, wr->w->key, query, &err);
     }
     if (r == 0)
-        r = call_body(c, xml, len);
+        r = call_body(c, xml, len, NULL, false);
     if (r == 0)
         r = call_header(c, "Content-Type", "application/xml");
     if (r != 0) {
@@ -1163,7 +1177,9 @@ static void put_send(struct s3_writer *wr)
     if (r == 0)
         r = object_headers(wr, c, wr->w->sha256_hex);
     if (r == 0)
-        r = wr->cur ? call_body(c, wr->cur->buf, wr->cur->len) : call_body(c, "", 0);
+        /* commit verified the body's sha256 already: sign with it instead of hashing again */
+        r = wr->cur ? call_body(c, wr->cur->buf, wr->cur->len, wr->w->sha256_hex, false)
+                    : call_body(c, "", 0, NULL, false);
     if (r != 0) {
         call_discard(c);
         wr_finish(wr, r, &err);
@@ -1617,6 +1633,9 @@ static int s3_init(struct storage *st, struct mi_err *err)
         free(s);
         return mi_err_set(err, STORAGE_E_CONFIG, "storage endpoint URL is too long");
     }
+    s->unsigned_parts = cfg->payload_hash == STORAGE_PAYLOAD_UNSIGNED ||
+                        (cfg->payload_hash == STORAGE_PAYLOAD_AUTO &&
+                         !strncasecmp(s->base, "https://", 8));
     {
         const char *h = strstr(s->base, "://") + 3;
         size_t hl = strcspn(h, "/");

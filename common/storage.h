@@ -52,6 +52,14 @@ enum {
 enum storage_kind { STORAGE_LOCAL = 0, STORAGE_S3, STORAGE_R2 };
 
 /* Configuration, filled from the environment by the executables (contract.md). */
+/*
+ * x-amz-content-sha256 of UploadPart requests. PutObject is always signed with the body's
+ * sha256, which the writer has computed anyway. AUTO (the default, as botocore does): hash
+ * each part over http, UNSIGNED-PAYLOAD over https, where TLS protects the bytes in transit
+ * and the writer still verifies the whole body's sha256 before Complete.
+ */
+enum storage_payload_hash { STORAGE_PAYLOAD_AUTO, STORAGE_PAYLOAD_SIGNED, STORAGE_PAYLOAD_UNSIGNED };
+
 struct storage_config {
     enum storage_kind kind;
     /* local */
@@ -66,6 +74,7 @@ struct storage_config {
                                          NULL: AWS virtual-hosted addressing */
     const char *r2_account_id;        /* R2_ACCOUNT_ID: endpoint default for r2 */
     size_t part_size;                 /* MEDIA_PART_SIZE, >= 5 MiB */
+    enum storage_payload_hash payload_hash; /* MEDIA_S3_PAYLOAD_HASH (UploadPart only) */
     uint64_t max_bytes;               /* MEDIA_MAX_BYTES */
     uint64_t request_timeout_ms;      /* per HTTP request deadline (default 60000) */
     int max_retries;                  /* per part/request retries on transient errors (default 4) */

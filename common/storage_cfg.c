@@ -11,6 +11,10 @@ int storage_cfg_from_config(const struct mi_config *cfg, struct storage_config *
     sc->max_bytes = cfg->max_bytes;
     sc->request_timeout_ms = 120000;
     sc->max_retries = 4;
+    if (cfg->s3_payload_hash && !strcmp(cfg->s3_payload_hash, "signed"))
+        sc->payload_hash = STORAGE_PAYLOAD_SIGNED;
+    else if (cfg->s3_payload_hash && !strcmp(cfg->s3_payload_hash, "unsigned"))
+        sc->payload_hash = STORAGE_PAYLOAD_UNSIGNED;
     if (!strcmp(cfg->storage_backend, "local")) {
         sc->kind = STORAGE_LOCAL;
         return 0;

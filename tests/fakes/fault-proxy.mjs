@@ -16,7 +16,7 @@
 //   error200  Complete only: 200 OK whose body is an <Error> (InternalError), not forwarded
 //
 // GET /__proxy/log answers the JSON list of handled S3 requests:
-//   {method, path, query, len, status, fault}
+//   {method, path, query, len, status, fault, sha (the x-amz-content-sha256 header)}
 import http from 'node:http';
 
 const upstream = new URL(process.argv[2] || 'http://127.0.0.1:57480');
@@ -96,6 +96,7 @@ const server = http.createServer((req, res) => {
   const entry = {
     method: req.method, path: url.pathname, query: url.search,
     len: Number(req.headers['content-length'] || 0), status: 0, fault,
+    sha: String(req.headers['x-amz-content-sha256'] || ''),
   };
   log.push(entry);
   if (!fault) return forward(req, res, entry, false);

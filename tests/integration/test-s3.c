@@ -405,7 +405,40 @@ static void orphan_sweep(const char *access, const char *secret, const char *buc
     TAP_EQ_INT(open_uploads(NULL), 0);
 }
 
-/* Pass-through proxy log: every UploadPart but the last of @key has the part size. */
+/*
+ * Count the proxy log entries whose path contains @path that are UploadPart
+ * (@parts) or PutObject (other PUTs), and among them those whose x-amz-content-sha256 is UNSIGNED-PAYLOAD and
+ * those that are 64 hex digits.
+ */
+static void count_payload_hashes(const char *log, const char *path, bool parts, int *unsigned_n,
+                                 int *hex_n)
+{
+    char pat[128];
+
+    *unsigned_n = *hex_n = 0;
+    snprintf(pat, sizeof(pat), "%s", path);
+    for (const char *p = strstr(log, pat); p; p = strstr(p + 1, pat)) {
+        const char *end = strchr(p, '}'), *q = strstr(p, "partNumber="), *h = strstr(p, "\"sha\":\"");
+        const char *start = p;
+        while (start > log && *start != '{')
+            start--;
+        /* only PUTs: PutObject and UploadPart */
+        if (strncmp(start, "{\"method\":\"PUT\"", 15) != 0)
+            continue;
+        if (!end || !h || h > end || (parts != (q && q < end)))
+            continue;
+        h += 7;
+        if (strncmp(h, "UNSIGNED-PAYLOAD\"", 17) == 0)
+            (*unsigned_n)++;
+        else if (strspn(h, "0123456789abcdef") == 64 && h[64] == '"')
+            (*hex_n)++;
+    }
+}
+
+/*
+ * Pass-through proxy log: every UploadPart but the last of @key has the part size; parts go
+ * UNSIGNED-PAYLOAD (r2 mode sets MEDIA_S3_PAYLOAD_HASH=unsigned), PutObject stays signed.
+ */
 static void check_part_sizes(void)
 {
     char cmd[512], line[1 << 16];
@@ -440,6 +473,17 @@ static void check_part_sizes(void)
         TAP_EQ_INT(equal, 12);
         TAP_EQ_INT(last, 4 * MiB);
     }
+    {
+        int un, hex;
+        count_payload_hashes(line, "/media/4/67108864", true, &un, &hex);
+        printf("# unsigned policy, 64 MiB object: %d parts UNSIGNED-PAYLOAD, %d hex\n", un, hex);
+        TAP_EQ_INT(un, 13);
+        TAP_EQ_INT(hex, 0);
+        count_payload_hashes(line, "/media/3/", false, &un, &hex);
+        printf("# unsigned policy, PutObject: %d UNSIGNED-PAYLOAD, %d hex\n", un, hex);
+        TAP_EQ_INT(un, 0);
+        TAP_CHECK(hex >= 1);
+    }
 }
 
 /* Fault mode: the proxy really failed requests, of every kind, and all still succeeded. */
@@ -450,7 +494,7 @@ static void check_faults(void)
     char cmd[512], pat[64];
     FILE *f;
     size_t n;
-    int total = 0;
+    int total = 0, un = 0, hex = 0;
 
     snprintf(cmd, sizeof(cmd), "curl -sf '%s/__proxy/log'", proxy_base);
     f = popen(cmd, "r");
@@ -470,6 +514,11 @@ static void check_faults(void)
         TAP_CHECK(c > 0);
     }
     TAP_CHECK(total >= 5);
+    /* MEDIA_S3_PAYLOAD_HASH=auto over http: every part is signed with its sha256 */
+    count_payload_hashes(buf, "/media/", true, &un, &hex);
+    printf("# auto policy over http: %d parts hex, %d UNSIGNED-PAYLOAD\n", hex, un);
+    TAP_EQ_INT(un, 0);
+    TAP_CHECK(hex >= 13);
 }
 
 static int start_helper(struct it_child *c, char *const argv[], const char *prefix, char *line,
@@ -553,6 +602,8 @@ int main(int argc, char **argv)
     cfg.max_bytes = 128 * MiB;
     cfg.request_timeout_ms = 60000;
     cfg.max_retries = strcmp(mode, "fault") == 0 ? 8 : 4;
+    if (strcmp(mode, "r2") == 0)
+        cfg.payload_hash = STORAGE_PAYLOAD_UNSIGNED;
     /* A tight budget (two parts) in fault mode exercises waiting for buffers. */
     budget = budget_new(&loop, strcmp(mode, "fault") == 0 ? 2 * PART : 64 * MiB);
     TAP_CHECK(budget != NULL);

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "rurl.h"
+#include "storage_cfg.h"
 #include "util.h"
 
 static void test_rurl(void)
@@ -96,6 +97,21 @@ static void test_config(void)
     TAP_EQ_INT(config_load(&cfg, CFG_WORKER, 1, argv2, rest, &nrest, &err), 2);
     TAP_CHECK(strstr(err.msg, "MEDIA_STORAGE_BACKEND") != NULL);
     unsetenv("MEDIA_STORAGE_BACKEND");
+    TAP_EQ_INT(config_load(&cfg, CFG_WORKER, 1, argv2, rest, &nrest, &err), 0);
+    TAP_EQ_STR(cfg.s3_payload_hash, "auto");
+    setenv("MEDIA_S3_PAYLOAD_HASH", "none", 1);
+    TAP_EQ_INT(config_load(&cfg, CFG_WORKER, 1, argv2, rest, &nrest, &err), 2);
+    TAP_CHECK(strstr(err.msg, "MEDIA_S3_PAYLOAD_HASH=none") != NULL);
+    setenv("MEDIA_S3_PAYLOAD_HASH", "unsigned", 1);
+    TAP_EQ_INT(config_load(&cfg, CFG_WORKER, 1, argv2, rest, &nrest, &err), 0);
+    {
+        struct storage_config sc;
+        cfg.storage_backend = "s3";
+        cfg.s3_bucket = cfg.aws_access_key_id = cfg.aws_secret_access_key = "x";
+        TAP_EQ_INT(storage_cfg_from_config(&cfg, &sc, &err), 0);
+        TAP_EQ_INT(sc.payload_hash, STORAGE_PAYLOAD_UNSIGNED);
+    }
+    unsetenv("MEDIA_S3_PAYLOAD_HASH");
     char *argv3[] = { "w", "--queue", NULL };
     TAP_EQ_INT(config_load(&cfg, CFG_WORKER, 2, argv3, rest, &nrest, &err), 2);
     TAP_CHECK(strstr(err.msg, "--queue") != NULL);
