@@ -21,8 +21,22 @@ struct budget_waiter {
     void *ctx;
 };
 
+/*
+ * A freed large buffer kept mapped for reuse: its pages are faulted in already, so the
+ * next part of the same size costs no page faults. The node lives in the buffer itself.
+ */
+struct cached_buf {
+    struct cached_buf *next;      /* newer first */
+    size_t len;
+    uint64_t since_ms;            /* uv_now() when it was put back */
+};
+
 struct mi_budget {
     uv_idle_t idle;               /* runs grant_pending() while the queue head fits */
+    uv_timer_t trim;              /* unmaps cached buffers unused for BUDGET_CACHE_IDLE_MS */
+    int open_handles;             /* closed in budget_free(); memory goes with the last */
+    struct cached_buf *cache;
+    uint64_t cached;              /* bytes held by the cache: in_use + cached <= total */
     uint64_t total;
     uint64_t in_use;
     uint64_t peak;
@@ -31,11 +45,29 @@ struct mi_budget {
     bool closing;                 /* budget_free() was called; memory goes in close_cb */
 };
 
+/* Unmap cached buffers from the oldest end until @keep_bytes or fewer remain cached. */
+static void cache_shrink(struct mi_budget *b, uint64_t keep_bytes)
+{
+    while (b->cache && b->cached > keep_bytes) {
+        struct cached_buf **pp = &b->cache;
+
+        while ((*pp)->next)
+            pp = &(*pp)->next;
+        struct cached_buf *c = *pp;
+        *pp = NULL;
+        b->cached -= c->len;
+        budget_buf_free(c, c->len);
+    }
+}
+
 static void take(struct mi_budget *b, uint64_t bytes)
 {
     b->in_use += bytes;
     if (b->in_use > b->peak)
         b->peak = b->in_use;
+    /* memory in use plus memory cached never exceeds the budget */
+    if (b->cached > b->total - b->in_use)
+        cache_shrink(b, b->total - b->in_use);
 }
 
 static bool head_fits(const struct mi_budget *b)
@@ -85,6 +117,33 @@ static void kick(struct mi_budget *b)
         uv_idle_start(&b->idle, grant_pending);
 }
 
+static void budget_closed_cb(uv_handle_t *h)
+{
+    struct mi_budget *b = h->data;
+
+    if (--b->open_handles == 0)
+        free(b);
+}
+
+/* Every BUDGET_CACHE_IDLE_MS: unmap the cached buffers nobody took since the last tick. */
+static void trim_tick(uv_timer_t *t)
+{
+    struct mi_budget *b = t->data;
+    uint64_t now = uv_now(t->loop);
+    struct cached_buf **pp = &b->cache;
+
+    while (*pp && now - (*pp)->since_ms < BUDGET_CACHE_IDLE_MS)
+        pp = &(*pp)->next;
+    while (*pp) {
+        struct cached_buf *c = *pp;
+        *pp = c->next;
+        b->cached -= c->len;
+        budget_buf_free(c, c->len);
+    }
+    if (!b->cache)
+        uv_timer_stop(t);
+}
+
 /**
  * budget_new() - see budget.h.
  */
@@ -103,12 +162,15 @@ struct mi_budget *budget_new(uv_loop_t *loop, uint64_t total)
         return NULL;
     }
     b->idle.data = b;
+    b->open_handles = 1;
+    if (uv_timer_init(loop, &b->trim) != 0) {
+        b->closing = true;
+        uv_close((uv_handle_t *)&b->idle, budget_closed_cb);
+        return NULL;
+    }
+    b->trim.data = b;
+    b->open_handles = 2;
     return b;
-}
-
-static void budget_closed(uv_handle_t *h)
-{
-    free(h->data);
 }
 
 /**
@@ -125,7 +187,9 @@ void budget_free(struct mi_budget *b)
         unlink_waiter(w);
         free(w);
     }
-    uv_close((uv_handle_t *)&b->idle, budget_closed);
+    cache_shrink(b, 0);
+    uv_close((uv_handle_t *)&b->idle, budget_closed_cb);
+    uv_close((uv_handle_t *)&b->trim, budget_closed_cb);
 }
 
 /**
@@ -259,4 +323,56 @@ void budget_buf_free(void *buf, size_t len)
         free(buf);
     else
         munmap(buf, len);
+}
+
+/**
+ * budget_buf_get() - see budget.h.
+ */
+void *budget_buf_get(struct mi_budget *b, size_t len)
+{
+    if (b && len >= BUDGET_BUF_MMAP_MIN) {
+        for (struct cached_buf **pp = &b->cache; *pp; pp = &(*pp)->next) {
+            struct cached_buf *c = *pp;
+
+            if (c->len == len) {
+                *pp = c->next;
+                b->cached -= len;
+                return c;
+            }
+        }
+    }
+    return budget_buf_alloc(len);
+}
+
+/**
+ * budget_buf_put() - see budget.h.
+ */
+void budget_buf_put(struct mi_budget *b, void *buf, size_t len)
+{
+    struct cached_buf *c = buf;
+
+    if (!buf)
+        return;
+    if (!b || b->closing || len < BUDGET_BUF_MMAP_MIN || b->in_use > b->total ||
+        len > b->total - b->in_use - b->cached) {
+        budget_buf_free(buf, len);
+        return;
+    }
+    c->len = len;
+    c->since_ms = uv_now(b->trim.loop);
+    c->next = b->cache;
+    b->cache = c;
+    b->cached += len;
+    if (!uv_is_active((uv_handle_t *)&b->trim)) {
+        uv_timer_start(&b->trim, trim_tick, BUDGET_CACHE_IDLE_MS, BUDGET_CACHE_IDLE_MS);
+        uv_unref((uv_handle_t *)&b->trim);
+    }
+}
+
+/**
+ * budget_cached() - see budget.h.
+ */
+uint64_t budget_cached(const struct mi_budget *b)
+{
+    return b->cached;
 }

@@ -112,4 +112,27 @@ void *budget_buf_alloc(size_t len);
 /** budget_buf_free() - free a buffer from budget_buf_alloc(); @len must be the same. */
 void budget_buf_free(void *buf, size_t len);
 
+/* A cached buffer nobody took again for this long is unmapped (see budget_buf_put). */
+#define BUDGET_CACHE_IDLE_MS 1000
+
+/**
+ * budget_buf_get() - a transfer buffer of @len bytes: a cached one of exactly @len from
+ * budget_buf_put() when there is one (its pages already mapped: no page faults), else
+ * budget_buf_alloc(). @b may be NULL. Does not take budget bytes.
+ * Return: the buffer (contents undefined), NULL on ENOMEM or @len 0.
+ */
+void *budget_buf_get(struct mi_budget *b, size_t len);
+
+/**
+ * budget_buf_put() - give back a buffer from budget_buf_get() (or budget_buf_alloc()) of
+ * @len bytes, after its bytes were budget_release()d. A large one is kept for reuse when
+ * budget_in_use() + budget_cached() + @len stays within the total (taking budget bytes
+ * unmaps cached buffers as needed, so in use + cached never exceeds the budget), and is
+ * unmapped once unused for BUDGET_CACHE_IDLE_MS; anything else is freed now.
+ */
+void budget_buf_put(struct mi_budget *b, void *buf, size_t len);
+
+/** budget_cached() - bytes of free buffers kept for reuse (they count towards the RSS). */
+uint64_t budget_cached(const struct mi_budget *b);
+
 #endif

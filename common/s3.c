@@ -723,7 +723,7 @@ static struct s3_part *part_alloc(struct s3_writer *wr, size_t cap)
 
     if (!p)
         return NULL;
-    p->buf = budget_buf_alloc(cap);
+    p->buf = budget_buf_get(wr->s->st->budget, cap);
     if (!p->buf) {
         free(p);
         return NULL;
@@ -771,13 +771,14 @@ static void part_put(struct s3 *s, struct s3_part *p)
 
     if (!p)
         return;
-    budget_buf_free(p->buf, p->cap);
     if (b) {
-        /* The budget grants its waiters from the loop. */
+        /* The budget grants its waiters from the loop; it may keep the buffer for reuse. */
         budget_release(b, p->cap);
+        budget_buf_put(b, p->buf, p->cap);
         free(p);
         return;
     }
+    budget_buf_free(p->buf, p->cap);
     s->buf_used -= p->cap;
     free(p);
     /* Without a shared budget, a freed buffer may let the oldest waiting writer go on. */

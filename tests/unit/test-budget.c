@@ -239,6 +239,71 @@ static void test_buffers_leave_rss(void)
            "still held) %ld\n", before, after);
 }
 
+static void stop_loop(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+/*
+ * The part-buffer cache: a returned buffer of the same size is reused (same address, no
+ * new pages), in use + cached never exceeds the total, taking bytes evicts, and buffers
+ * unused for BUDGET_CACHE_IDLE_MS are unmapped by the (unref'd) trim timer.
+ */
+static void test_buffer_cache(uv_loop_t *loop)
+{
+    enum { PART = 1024 * 1024 };
+    struct mi_budget *b = budget_new(loop, 4 * PART);
+    void *p[4], *q;
+    uv_timer_t t;
+
+    TAP_CHECK(b != NULL);
+    for (int i = 0; i < 4; i++) {
+        TAP_CHECK(budget_try_take(b, PART));
+        p[i] = budget_buf_get(b, PART);
+        TAP_CHECK(p[i] != NULL);
+        memset(p[i], i, PART);
+    }
+    TAP_EQ_INT(budget_cached(b), 0);
+    budget_release(b, PART);
+    budget_buf_put(b, p[0], PART);
+    TAP_EQ_INT(budget_cached(b), PART);
+    TAP_CHECK(budget_try_take(b, PART));          /* in use 4 + cached 1 > 4: evicted */
+    TAP_EQ_INT(budget_cached(b), 0);
+    q = budget_buf_get(b, PART);
+    TAP_CHECK(q != NULL);
+    budget_release(b, 2 * PART);
+    budget_buf_put(b, q, PART);
+    budget_buf_put(b, p[1], PART);
+    TAP_EQ_INT(budget_cached(b), 2 * PART);
+    TAP_CHECK(budget_buf_get(b, PART) == p[1]);   /* newest first, exact size */
+    TAP_EQ_INT(budget_cached(b), PART);
+    q = budget_buf_get(b, 2 * PART);              /* no 2 MiB one cached: a new mapping */
+    TAP_CHECK(q != NULL);
+    budget_buf_free(q, 2 * PART);
+    q = budget_buf_get(b, 1000);                  /* small: plain malloc, never cached */
+    budget_buf_put(b, q, 1000);
+    TAP_EQ_INT(budget_cached(b), PART);
+    TAP_CHECK(budget_try_take(b, 2 * PART));      /* in use 4: the cached one goes */
+    TAP_EQ_INT(budget_cached(b), 0);
+    budget_release(b, 2 * PART);
+    budget_buf_put(b, p[1], PART);
+    TAP_EQ_INT(budget_cached(b), PART);
+    /* idle: the trim timer unmaps them; it is unref'd, so keep the loop alive meanwhile */
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, stop_loop, BUDGET_CACHE_IDLE_MS * 2 + 200, 0);
+    uv_run(loop, UV_RUN_DEFAULT);
+    TAP_EQ_INT(budget_cached(b), 0);
+    uv_close((uv_handle_t *)&t, NULL);
+    /* budget_free() unmaps what is still cached */
+    budget_release(b, 2 * PART);
+    budget_buf_put(b, p[2], PART);
+    budget_buf_put(b, p[3], PART);
+    TAP_EQ_INT(budget_cached(b), 2 * PART);
+    TAP_EQ_INT(budget_in_use(b), 0);
+    budget_free(b);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
 int main(void)
 {
     uv_loop_t loop;
@@ -249,6 +314,7 @@ int main(void)
     test_wait_never_synchronous(&loop);
     test_cancel(&loop);
     test_reentrancy_and_teardown(&loop);
+    test_buffer_cache(&loop);
     uv_run(&loop, UV_RUN_DEFAULT);
     TAP_EQ_INT(uv_loop_close(&loop), 0);
     test_buffers_leave_rss();
