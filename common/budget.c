@@ -65,9 +65,6 @@ static void take(struct mi_budget *b, uint64_t bytes)
     b->in_use += bytes;
     if (b->in_use > b->peak)
         b->peak = b->in_use;
-    /* memory in use plus memory cached never exceeds the budget */
-    if (b->cached > b->total - b->in_use)
-        cache_shrink(b, b->total - b->in_use);
 }
 
 static bool head_fits(const struct mi_budget *b)
@@ -340,6 +337,15 @@ void *budget_buf_get(struct mi_budget *b, size_t len)
                 return c;
             }
         }
+        /*
+         * A new mapping: unmap cached buffers first so that in use + cached stays within
+         * the budget. (Taking bytes does not evict: the taker usually reuses a cached
+         * buffer of its size here, and the memory does not grow.)
+         */
+        if (b->in_use >= b->total)
+            cache_shrink(b, 0);
+        else if (b->cached > b->total - b->in_use)
+            cache_shrink(b, b->total - b->in_use);
     }
     return budget_buf_alloc(len);
 }

@@ -126,9 +126,11 @@ void *budget_buf_get(struct mi_budget *b, size_t len);
 /**
  * budget_buf_put() - give back a buffer from budget_buf_get() (or budget_buf_alloc()) of
  * @len bytes, after its bytes were budget_release()d. A large one is kept for reuse when
- * budget_in_use() + budget_cached() + @len stays within the total (taking budget bytes
- * unmaps cached buffers as needed, so in use + cached never exceeds the budget), and is
- * unmapped once unused for BUDGET_CACHE_IDLE_MS; anything else is freed now.
+ * budget_in_use() + budget_cached() + @len stays within the total, and is unmapped once
+ * unused for BUDGET_CACHE_IDLE_MS; anything else is freed now. A budget_buf_get() that
+ * finds no buffer of its size unmaps cached ones before mapping a new one, so the memory
+ * of buffers (in use + cached) never exceeds the budget when every taker allocates its
+ * buffers here after taking their bytes.
  */
 void budget_buf_put(struct mi_budget *b, void *buf, size_t len);
 
