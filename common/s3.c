@@ -60,6 +60,7 @@ struct s3 {
     char region[64];
     bool path_style;
     bool unsigned_parts;            /* UploadPart sends UNSIGNED-PAYLOAD (MEDIA_S3_PAYLOAD_HASH) */
+    struct sigv4_key_cache key_cache; /* the day's signing key (wiped in s3_fini) */
     uint64_t rnd;                   /* xorshift state for jitter */
     /*
      * Part buffers. Until the shared budget (budget.h) is wired in, the backend counts
@@ -500,6 +501,7 @@ static int call_sign(struct s3_call *c, struct http_req **rqp, struct mi_err *er
     struct sigv4_credentials cred = {
         .access_key_id = cfg->access_key_id, .secret_access_key = cfg->secret_access_key,
         .session_token = cfg->session_token, .region = s->region, .service = "s3",
+        .key_cache = &s->key_cache,
     };
     struct sigv4_request sr = { .method = http_method_name(c->method), .path = c->path,
                                 .query = q, .headers = h, .payload_hash = c->payload_sha };
@@ -1657,6 +1659,10 @@ static int s3_init(struct storage *st, struct mi_err *err)
 
 static void s3_fini(struct storage *st)
 {
+    struct s3 *s = st->priv;
+
+    if (s)
+        sigv4_key_cache_clear(&s->key_cache);
     free(st->priv);
     st->priv = NULL;
 }

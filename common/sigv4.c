@@ -582,7 +582,16 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
     if (!out->string_to_sign)
         return mi_err_set(err, -ENOMEM, "sigv4: out of memory");
 
-    r = sigv4_signing_key(cred->secret_access_key, date8, cred->region, cred->service, key);
+    if (cred->key_cache && strcmp(cred->key_cache->date8, date8) == 0) {
+        memcpy(key, cred->key_cache->key, sizeof(key));
+        r = 0;
+    } else {
+        r = sigv4_signing_key(cred->secret_access_key, date8, cred->region, cred->service, key);
+        if (!r && cred->key_cache) {
+            memcpy(cred->key_cache->key, key, sizeof(key));
+            memcpy(cred->key_cache->date8, date8, sizeof(date8));
+        }
+    }
     if (!r)
         r = hmac256(key, sizeof(key), out->string_to_sign, strlen(out->string_to_sign), sig);
     OPENSSL_cleanse(key, sizeof(key));
@@ -602,6 +611,15 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
     if (!out->authorization)
         return mi_err_set(err, -ENOMEM, "sigv4: out of memory");
     return 0;
+}
+
+/**
+ * sigv4_key_cache_clear() - see sigv4.h.
+ */
+void sigv4_key_cache_clear(struct sigv4_key_cache *c)
+{
+    if (c)
+        OPENSSL_cleanse(c, sizeof(*c));
 }
 
 /**

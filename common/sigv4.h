@@ -67,6 +67,16 @@ struct sigv4_request {
                                          services, e.g. AWS's generic test suite) */
 };
 
+/*
+ * The day's signing key, kept by a caller that signs many requests with the same
+ * credentials (it saves four of the five HMACs of a signature). Holds key material as
+ * good as the secret for that day: wipe it with sigv4_key_cache_clear() when done.
+ */
+struct sigv4_key_cache {
+    char date8[9];                    /* "" or the YYYYMMDD the key is for */
+    unsigned char key[32];
+};
+
 /* Credentials and scope. Borrowed; the secret never appears in any output or message. */
 struct sigv4_credentials {
     const char *access_key_id;
@@ -74,7 +84,11 @@ struct sigv4_credentials {
     const char *session_token;        /* NULL or "": no x-amz-security-token */
     const char *region;               /* "us-east-1"; "auto" for R2 */
     const char *service;              /* "s3" */
+    struct sigv4_key_cache *key_cache; /* NULL, or a cache for exactly these credentials */
 };
+
+/** sigv4_key_cache_clear() - wipe @c (NULL is allowed). */
+void sigv4_key_cache_clear(struct sigv4_key_cache *c);
 
 /* What sigv4_sign() produces. The strings are owned (sigv4_result_clear frees them). */
 struct sigv4_result {

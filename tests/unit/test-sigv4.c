@@ -167,6 +167,44 @@ static void test_s3_get_object(void)
     sigv4_result_clear(&res);
 }
 
+/* The same AWS example through a key cache: filled on first use, reused, replaced next day. */
+static void test_key_cache(void)
+{
+    struct sigv4_kv h[] = {
+        { "Range", "bytes=0-9" },
+        { "Host", "examplebucket.s3.amazonaws.com" },
+    };
+    struct sigv4_request rq = {
+        .method = "GET", .path = "/test.txt", .headers = h, .n_headers = 2,
+        .payload_hash = SIGV4_EMPTY_SHA256,
+    };
+    struct sigv4_key_cache kc = { 0 };
+    struct sigv4_credentials cred = s3_cred;
+    struct sigv4_result res, plain;
+    struct mi_err err = MI_ERR_INIT;
+    unsigned char want[32];
+
+    cred.key_cache = &kc;
+    for (int i = 0; i < 2; i++) {
+        TAP_EQ_INT(sigv4_sign(&rq, &cred, T_20130524, &res, &err), 0);
+        TAP_EQ_STR(res.signature,
+                   "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+        TAP_EQ_STR(kc.date8, "20130524");
+        sigv4_result_clear(&res);
+    }
+    /* a day later: a new key, and the same signature as without a cache */
+    TAP_EQ_INT(sigv4_sign(&rq, &cred, T_20130524 + 86400, &res, &err), 0);
+    TAP_EQ_INT(sigv4_sign(&rq, &s3_cred, T_20130524 + 86400, &plain, &err), 0);
+    TAP_EQ_STR(res.signature, plain.signature);
+    TAP_EQ_STR(kc.date8, "20130525");
+    TAP_EQ_INT(sigv4_signing_key(s3_cred.secret_access_key, "20130525", "us-east-1", "s3", want), 0);
+    TAP_CHECK(memcmp(kc.key, want, 32) == 0);
+    sigv4_result_clear(&res);
+    sigv4_result_clear(&plain);
+    sigv4_key_cache_clear(&kc);
+    TAP_EQ_STR(kc.date8, "");
+}
+
 static void test_s3_put_object(void)
 {
     struct sigv4_kv h[] = {
@@ -388,6 +426,7 @@ int main(void)
     test_iam_list_users();
     test_suite_vanilla();
     test_s3_get_object();
+    test_key_cache();
     test_s3_put_object();
     test_s3_bucket_examples();
     test_encoding_and_tokens();
