@@ -33,6 +33,7 @@ struct http_sock {
  * otherwise read as long as the socket stays readable, and the loop would poll nothing else
  * (Redis, the database, /metrics) for seconds. */
 #define HTTP_TURN_BYTES (256 * 1024)
+#define HTTP_DOWNLOAD_BUFFER (64L * 1024)
 
 struct mi_http {
     uv_loop_t *loop;
@@ -794,6 +795,9 @@ static CURLcode req_setup(struct http_req *rq)
     switch (rq->method) {
     case HTTP_GET:
         SET(CURLOPT_HTTPGET, 1L);
+        /* 64 KiB reads instead of curl's 16 KiB: a quarter of the recv calls and write
+         * callbacks per downloaded byte, for 48 KiB more per download in flight */
+        SET(CURLOPT_BUFFERSIZE, HTTP_DOWNLOAD_BUFFER);
         break;
     case HTTP_HEAD:
         SET(CURLOPT_NOBODY, 1L);

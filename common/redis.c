@@ -30,7 +30,10 @@ struct rcmd {
 /* The poll glue of one hiredis context; freed in the poll's close callback. */
 struct radapter {
     uv_poll_t poll;
+    uv_idle_t flush;           /* writes queued commands on the next loop turn */
     int events;
+    int open_handles;
+    bool want_write;           /* hiredis has output queued */
     redisAsyncContext *ac;
 };
 
@@ -99,14 +102,55 @@ static void ad_update(struct radapter *ad, int add, int del)
         uv_poll_stop(&ad->poll);
 }
 
+/*
+ * Commands are written from an idle callback on the next loop turn: the socket of a
+ * connected client is nearly always writable, so this spares the two epoll_ctl calls
+ * (and the extra turn) of polling for POLLOUT per batch of commands, and batches the
+ * commands of one turn into one write. Only a partial write polls for POLLOUT.
+ */
+static void ad_flush(uv_idle_t *h)
+{
+    struct radapter *ad = h->data;
+
+    uv_idle_stop(h);
+    if (!ad->ac || !ad->want_write)
+        return;
+    redisAsyncHandleWrite(ad->ac);
+    /* hiredis called delWrite when all was written; it may also have freed the context */
+    if (ad->ac && ad->want_write)
+        ad_update(ad, UV_WRITABLE, 0);
+}
+
 static void ad_add_read(void *p) { ad_update(p, UV_READABLE, 0); }
 static void ad_del_read(void *p) { ad_update(p, 0, UV_READABLE); }
-static void ad_add_write(void *p) { ad_update(p, UV_WRITABLE, 0); }
-static void ad_del_write(void *p) { ad_update(p, 0, UV_WRITABLE); }
+
+static void ad_add_write(void *p)
+{
+    struct radapter *ad = p;
+
+    ad->want_write = true;
+    /* while connecting, POLLOUT is what tells hiredis that connect(2) finished */
+    if (!ad->ac || !(ad->ac->c.flags & REDIS_CONNECTED) || (ad->events & UV_WRITABLE))
+        ad_update(ad, UV_WRITABLE, 0);
+    else
+        uv_idle_start(&ad->flush, ad_flush);
+}
+
+static void ad_del_write(void *p)
+{
+    struct radapter *ad = p;
+
+    ad->want_write = false;
+    uv_idle_stop(&ad->flush);
+    ad_update(ad, 0, UV_WRITABLE);
+}
 
 static void ad_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct radapter *ad = h->data;
+
+    if (--ad->open_handles == 0)
+        free(ad);
 }
 
 static void ad_cleanup(void *p)
@@ -114,7 +158,9 @@ static void ad_cleanup(void *p)
     struct radapter *ad = p;
     ad->ac = NULL;
     uv_poll_stop(&ad->poll);
+    uv_idle_stop(&ad->flush);
     uv_close((uv_handle_t *)&ad->poll, ad_closed);
+    uv_close((uv_handle_t *)&ad->flush, ad_closed);
 }
 
 static int ad_attach(uv_loop_t *loop, redisAsyncContext *ac)
@@ -127,6 +173,15 @@ static int ad_attach(uv_loop_t *loop, redisAsyncContext *ac)
         free(ad);
         return r;
     }
+    ad->open_handles = 1;
+    ad->poll.data = ad;
+    r = uv_idle_init(loop, &ad->flush);
+    if (r) {
+        uv_close((uv_handle_t *)&ad->poll, ad_closed);
+        return r;
+    }
+    ad->open_handles = 2;
+    ad->flush.data = ad;
     ad->poll.data = ad;
     ad->ac = ac;
     ac->ev.data = ad;
