@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#define BUDGET_BUF_HUGE_MIN (4u * 1024 * 1024)
+
 struct budget_waiter {
     struct mi_budget *b;
     struct budget_waiter *prev, *next;
@@ -306,7 +308,12 @@ void *budget_buf_alloc(size_t len)
     if (len < BUDGET_BUF_MMAP_MIN)
         return malloc(len);
     p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    /* Parts are filled and read whole: 2 MiB pages mean fewer faults and TLB misses. */
+    if (len >= BUDGET_BUF_HUGE_MIN)
+        (void)madvise(p, len, MADV_HUGEPAGE);
+    return p;
 }
 
 /**
