@@ -392,6 +392,14 @@ async function s3Delete(keys) {
   fs.rmSync(cfgFile, { force: true });
 }
 
+// what MEDIA_S3_PAYLOAD_HASH makes of the endpoint: the x-amz-content-sha256 of UploadPart
+function partPolicy() {
+  const p = process.env.MEDIA_S3_PAYLOAD_HASH || 'auto';
+  const tls = /^https:/i.test(S3.endpoint || '');
+  const unsigned = p === 'unsigned' || (p === 'auto' && tls);
+  return `${unsigned ? 'UNSIGNED-PAYLOAD' : 'signed with their sha256'}, MEDIA_S3_PAYLOAD_HASH=${p}`;
+}
+
 function report(w, c) {
   const gb = (b) => b / 1e9;
   const mib = (kb) => (kb == null ? 'n/a' : `${(kb / 1024).toFixed(1)} MiB`);
@@ -404,7 +412,8 @@ function report(w, c) {
   const budget = cfg.budget || '256M (default)';
   console.log(`== media-ingest bench: ${cfg.jobs} jobs, ${cfg.size ? `size ${cfg.size}` : `mix ${cfg.mix}`} ` +
     `(${[...new Set(pattern)].join(', ')}), concurrency ${cfg.concurrency}, budget ${budget}, ` +
-    `storage ${cfg.storage}, ${(expectedBytes / 1e6).toFixed(1)} MB`);
+    `storage ${cfg.storage}` +
+    (cfg.storage === 's3' ? ` (parts ${partPolicy()})` : '') + `, ${(expectedBytes / 1e6).toFixed(1)} MB`);
   console.log(`${'run'.padEnd(16)} ${'jobs'.padStart(6)} ${'MB'.padStart(10)} ${'wall_s'.padStart(8)} ` +
     `${'jobs/s'.padStart(8)} ${'MB/s'.padStart(8)} ${'cpu_s'.padStart(8)} ${'cpu_ms/job'.padStart(10)} ` +
     `${'cpu_s/GB'.padStart(9)} ${'peak_rss'.padStart(11)}`);
