@@ -170,3 +170,29 @@ bool mi_parse_duration_ms(const char *s, int64_t *out)
     *out = v * mult;
     return true;
 }
+
+/**
+ * mi_flag_value() - see util.h.
+ */
+int mi_flag_value(int argc, char **argv, int *i, const char *name, const char **val,
+                  struct mi_err *err)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+
+    if (strncmp(a, name, n))
+        return 0;
+    if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+    }
+    if (a[n])
+        return 0;
+    if (*i + 1 >= argc) {
+        mi_err_set(err, 2, "%s needs a value", name);
+        return -1;
+    }
+    *i += 1;
+    *val = argv[*i];
+    return 1;
+}

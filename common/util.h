@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
+
 /** mi_now_ms() - wall-clock milliseconds since the epoch (BullMQ timestamps). */
 int64_t mi_now_ms(void);
 /** mi_mono_ms() - monotonic milliseconds, for durations and deadlines. */
@@ -54,6 +56,15 @@ int mi_hexval(char c);
  * Return: true on success (value stored), false on garbage, overflow or range.
  */
 bool mi_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/**
+ * mi_flag_value() - match argv[*i] against option @name ("--limit") in the forms
+ * "--limit N" and "--limit=N" (the command-line tools' flags beyond the config table).
+ * @val: receives the value (borrowed from argv); *@i is advanced past a separate value.
+ * Return: 0 no match, 1 matched, -1 matched but the value is missing (@err set, code 2).
+ */
+int mi_flag_value(int argc, char **argv, int *i, const char *name, const char **val,
+                  struct mi_err *err);
 
 /**
  * mi_parse_size() - parse a byte size: digits with an optional suffix k, M, G

@@ -947,38 +947,18 @@ static void usage(FILE *out)
           "     to resume\n", out);
 }
 
-/* "--name value" or "--name=value" at argv[*i]: 1 and *out set, 0 no match, -1 error. */
-static int flag_value(int argc, char **argv, int *i, const char *name, const char **out)
-{
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n))
-        return 0;
-    if (a[n] == '=') {
-        *out = a + n + 1;
-        return 1;
-    }
-    if (a[n])
-        return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "media-backfill: %s needs a value\n", name);
-        return -1;
-    }
-    *i += 1;
-    *out = argv[*i];
-    return 1;
-}
-
 static int parse_args(struct bf_opts *o, int argc, char **argv, int64_t now_ms)
 {
     struct mi_err err = MI_ERR_INIT;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
-        int since = flag_value(argc, argv, &i, "--since", &v);
-        int until = since ? 0 : flag_value(argc, argv, &i, "--until", &v);
-        int limit = since || until ? 0 : flag_value(argc, argv, &i, "--limit", &v);
-        if (since < 0 || until < 0 || limit < 0)
+        int since = mi_flag_value(argc, argv, &i, "--since", &v, &err);
+        int until = since ? 0 : mi_flag_value(argc, argv, &i, "--until", &v, &err);
+        int limit = since || until ? 0 : mi_flag_value(argc, argv, &i, "--limit", &v, &err);
+        if (since < 0 || until < 0 || limit < 0) {
+            fprintf(stderr, "media-backfill: %s\n", err.msg);
             return BF_EXIT_USAGE;
+        }
         if (since || until) {
             int64_t *t = since ? &o->since_ms : &o->until_ms;
             if (bf_parse_time(v, now_ms, t, &err)) {

@@ -5,28 +5,6 @@
 
 #include "util.h"
 
-int qcli_flag(int argc, char **argv, int *i, const char *name, const char **val,
-              struct mi_err *err)
-{
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n))
-        return 0;
-    if (a[n] == '=') {
-        *val = a + n + 1;
-        return 1;
-    }
-    if (a[n])
-        return 0;
-    if (*i + 1 >= argc) {
-        mi_err_set(err, QCLI_EXIT_USAGE, "%s needs a value", name);
-        return -1;
-    }
-    *i += 1;
-    *val = argv[*i];
-    return 1;
-}
-
 /* --limit N: a positive whole number. */
 static int parse_limit(const char *v, struct qcli_opts *o, struct mi_err *err)
 {
@@ -62,7 +40,7 @@ static int parse_flags(int argc, char **argv, int first, const char *cmd, struct
     bool takes_age = o->cmd != QCLI_RETRY_FAILED;
     for (int i = first; i < argc; i++) {
         const char *v = NULL;
-        int r = takes_limit ? qcli_flag(argc, argv, &i, "--limit", &v, err) : 0;
+        int r = takes_limit ? mi_flag_value(argc, argv, &i, "--limit", &v, err) : 0;
         if (r < 0)
             return QCLI_EXIT_USAGE;
         if (r > 0) {
@@ -70,7 +48,7 @@ static int parse_flags(int argc, char **argv, int first, const char *cmd, struct
                 return QCLI_EXIT_USAGE;
             continue;
         }
-        r = takes_age ? qcli_flag(argc, argv, &i, "--older-than", &v, err) : 0;
+        r = takes_age ? mi_flag_value(argc, argv, &i, "--older-than", &v, err) : 0;
         if (r < 0)
             return QCLI_EXIT_USAGE;
         if (r > 0) {
@@ -95,7 +73,7 @@ static int parse_stats(int argc, char **argv, struct qcli_opts *o, struct mi_err
             o->json = true;
             continue;
         }
-        int r = qcli_flag(argc, argv, &i, "--watch", &v, err);
+        int r = mi_flag_value(argc, argv, &i, "--watch", &v, err);
         if (r < 0)
             return QCLI_EXIT_USAGE;
         if (r == 0)

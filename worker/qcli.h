@@ -42,15 +42,6 @@ struct qcli_opts {
 };
 
 /**
- * qcli_flag() - match argv[*i] against option @name ("--limit") in the forms
- * "--limit N" and "--limit=N".
- * @val: receives the value (borrowed from argv); *@i is advanced past a separate value.
- * Return: 0 no match, 1 matched, -1 matched but the value is missing (@err set).
- */
-int qcli_flag(int argc, char **argv, int *i, const char *name, const char **val,
-              struct mi_err *err);
-
-/**
  * qcli_parse() - parse @argv[0] (the command) and the flags of every command except
  * add, whose arguments queue_cli.c parses itself (cmd is QCLI_ADD then).
  * Return: 0, or QCLI_EXIT_USAGE with @err saying what is wrong.

@@ -217,7 +217,7 @@ static int add_option(int argc, char **argv, int *i, struct bmq_add_req *req)
     size_t k;
     int r = 0;
     for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-        r = qcli_flag(argc, argv, i, names[k], &v, &err);
+        r = mi_flag_value(argc, argv, i, names[k], &v, &err);
         if (r)
             break;
     }

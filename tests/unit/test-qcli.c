@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "qcli.h"
+#include "util.h"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -124,18 +125,18 @@ static void test_flag(void)
     struct mi_err err = MI_ERR_INIT;
     const char *v = NULL;
     int i = 0;
-    TAP_EQ_INT(qcli_flag(4, argv, &i, "--limit", &v, &err), 1);
+    TAP_EQ_INT(mi_flag_value(4, argv, &i, "--limit", &v, &err), 1);
     TAP_EQ_STR(v, "--limitx");   /* a separate value is taken as given */
     TAP_EQ_INT(i, 1);
-    TAP_EQ_INT(qcli_flag(4, argv, &i, "--limit", &v, &err), 0);
+    TAP_EQ_INT(mi_flag_value(4, argv, &i, "--limit", &v, &err), 0);
     i = 2;
-    TAP_EQ_INT(qcli_flag(4, argv, &i, "--limit", &v, &err), 1);
+    TAP_EQ_INT(mi_flag_value(4, argv, &i, "--limit", &v, &err), 1);
     TAP_EQ_STR(v, "");
     i = 3;
-    TAP_EQ_INT(qcli_flag(4, argv, &i, "--limit", &v, &err), 0);
+    TAP_EQ_INT(mi_flag_value(4, argv, &i, "--limit", &v, &err), 0);
     char *last[] = { "--limit" };
     i = 0;
-    TAP_EQ_INT(qcli_flag(1, last, &i, "--limit", &v, &err), -1);
+    TAP_EQ_INT(mi_flag_value(1, last, &i, "--limit", &v, &err), -1);
     TAP_CHECK(strstr(err.msg, "needs a value") != NULL);
 }
 
