@@ -59,15 +59,33 @@ bool log_enabled(const struct mi_log *log, enum log_level level)
     return log && level >= log->level;
 }
 
+/*
+ * Bytes kept back by put() for what a cut record still needs: the closing quote of a cut
+ * value, the truncated=true field, the closing brace and the newline.
+ */
+#define LOG_TAIL 24
+
+/* Append; once the record is full nothing more goes in (r->truncated). */
 static void put(struct log_rec *r, const char *s, size_t n)
 {
-    /* Keep room for the closing brace and newline. */
-    if (r->len + n + 2 >= sizeof(r->buf)) {
+    size_t room = sizeof(r->buf) - LOG_TAIL - r->len;
+
+    if (r->truncated)
+        return;
+    if (n > room) {
         r->truncated = true;
-        n = sizeof(r->buf) - 2 - r->len;
-        if ((ssize_t)n <= 0)
+        /* an escape sequence or a number goes whole or not at all */
+        if (n <= 8)
             return;
+        n = room;
     }
+    memcpy(r->buf + r->len, s, n);
+    r->len += n;
+}
+
+/* Append into the LOG_TAIL reserve (only the closing parts of a cut record). */
+static void put_tail(struct log_rec *r, const char *s, size_t n)
+{
     memcpy(r->buf + r->len, s, n);
     r->len += n;
 }
@@ -96,8 +114,9 @@ static void put_escaped(struct log_rec *r, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         char tmp[8];
         if (c == '"' || c == '\\') {
-            putc_(r, '\\');
-            putc_(r, (char)c);
+            tmp[0] = '\\';
+            tmp[1] = (char)c;
+            put(r, tmp, 2);         /* whole: a cut record never ends in a lone backslash */
         } else if (c == '\n') {
             put(r, "\\n", 2);
         } else if (c == '\t') {
@@ -129,10 +148,37 @@ static void put_strval(struct log_rec *r, const char *val, size_t n)
     if (r->log->format == LOG_JSON || logfmt_needs_quotes(val, n)) {
         putc_(r, '"');
         put_escaped(r, val, n);
-        putc_(r, '"');
+        if (r->truncated)
+            put_tail(r, "\"", 1);     /* a cut value is still a closed string */
+        else
+            putc_(r, '"');
     } else {
         put(r, val, n);
     }
+}
+
+/*
+ * Start a field: false when the record is already full. A field whose key does not fit
+ * is taken out whole (back to @mark), so a cut record ends with a complete field.
+ */
+static bool field_begin(struct log_rec *r, const char *key, size_t *mark)
+{
+    if (r->truncated)
+        return false;
+    *mark = r->len;
+    put_key(r, key);
+    if (r->truncated) {
+        r->len = *mark;
+        return false;
+    }
+    return true;
+}
+
+/* A field whose value could not go in whole is taken out (numbers). */
+static void field_whole(struct log_rec *r, size_t mark)
+{
+    if (r->truncated)
+        r->len = mark;
 }
 
 bool log_begin(struct log_rec *r, const struct mi_log *log, enum log_level level,
@@ -170,12 +216,17 @@ bool log_begin(struct log_rec *r, const struct mi_log *log, enum log_level level
 
 void log_strn(struct log_rec *r, const char *key, const char *val, size_t n)
 {
-    put_key(r, key);
+    size_t mark;
+
+    if (!field_begin(r, key, &mark))
+        return;
     if (!val) {
         put(r, r->log->format == LOG_JSON ? "null" : "\"\"", r->log->format == LOG_JSON ? 4 : 2);
+        field_whole(r, mark);
         return;
     }
     put_strval(r, val, n);
+    /* an unquoted logfmt value may be cut; a quoted one was closed by put_strval */
 }
 
 void log_str(struct log_rec *r, const char *key, const char *val)
@@ -187,25 +238,31 @@ void log_int(struct log_rec *r, const char *key, long long val)
 {
     char tmp[32];
     int n = snprintf(tmp, sizeof(tmp), "%lld", val);
-    put_key(r, key);
+    size_t mark;
+
+    if (!field_begin(r, key, &mark))
+        return;
     put(r, tmp, (size_t)n);
+    field_whole(r, mark);
 }
 
 void log_dbl(struct log_rec *r, const char *key, double val)
 {
     char tmp[48];
     int n = snprintf(tmp, sizeof(tmp), "%.6g", val);
-    put_key(r, key);
+    size_t mark;
+
+    if (!field_begin(r, key, &mark))
+        return;
     put(r, tmp, (size_t)n);
+    field_whole(r, mark);
 }
 
-void log_fmt(struct log_rec *r, const char *key, const char *fmt, ...)
+static void MI_PRINTF(3, 0) log_vfmt(struct log_rec *r, const char *key, const char *fmt,
+                                     va_list ap)
 {
     char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
     if (n < 0)
         n = 0;
     if ((size_t)n >= sizeof(tmp))
@@ -213,17 +270,27 @@ void log_fmt(struct log_rec *r, const char *key, const char *fmt, ...)
     log_strn(r, key, tmp, (size_t)n);
 }
 
+void log_fmt(struct log_rec *r, const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vfmt(r, key, fmt, ap);
+    va_end(ap);
+}
+
 void log_end(struct log_rec *r)
 {
+    /* LOG_TAIL keeps room for all of this: the line stays parseable when cut */
     if (r->truncated) {
-        /* Room for this was reserved by put(); the line stays parseable. */
+        if (r->log->format == LOG_JSON)
+            put_tail(r, ",\"truncated\":true", 17);
+        else
+            put_tail(r, " truncated=true", 15);
         r->truncated = false;
-        if (r->log->format == LOG_LOGFMT && r->len + 16 < sizeof(r->buf))
-            put(r, " truncated=true", 15);
     }
     if (r->log->format == LOG_JSON)
-        r->buf[r->len++] = '}';
-    r->buf[r->len++] = '\n';
+        put_tail(r, "}", 1);
+    put_tail(r, "\n", 1);
     size_t off = 0;
     while (off < r->len) {
         ssize_t w = write(r->log->fd, r->buf + off, r->len - off);
@@ -242,16 +309,10 @@ void log_msg(const struct mi_log *log, enum log_level level, const char *msg,
     if (!log_begin(&r, log, level, msg))
         return;
     if (detail_fmt) {
-        char tmp[1024];
         va_list ap;
         va_start(ap, detail_fmt);
-        int n = vsnprintf(tmp, sizeof(tmp), detail_fmt, ap);
+        log_vfmt(&r, "detail", detail_fmt, ap);
         va_end(ap);
-        if (n < 0)
-            n = 0;
-        if ((size_t)n >= sizeof(tmp))
-            n = sizeof(tmp) - 1;
-        log_strn(&r, "detail", tmp, (size_t)n);
     }
     log_end(&r);
 }

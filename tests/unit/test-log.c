@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <jansson.h>
+#include <string.h>
+
 #include "log.h"
 
 /* Write one record to a temporary file and read the line back. */
@@ -49,5 +52,31 @@ int main(void)
     l = emit("json", "a\"b");
     TAP_CHECK(strstr(l, "\"msg\":\"hello\",\"v\":\"a\\\"b\",\"n\":42}\n") != NULL);
     TAP_CHECK(l[0] == '{');
+
+    /* A value longer than a record: cut, still one parseable line, marked truncated. */
+    {
+        static char big[3001];
+        for (int k = 0; k < 2; k++) {
+            /* letters with one quote near the cut, then quotes only (escapes cut mid-pair) */
+            memset(big, k ? '"' : 'a', 3000);
+            big[2990] = '"';
+            l = emit("json", big);
+            size_t n = strlen(l);
+            TAP_CHECK(n < LOG_REC_MAX && n > 1000 && l[n - 1] == '\n');
+            json_error_t je;
+            json_t *j = json_loads(l, 0, &je);
+            TAP_CHECK(j != NULL);
+            if (!j)
+                printf("# not JSON (%s): ...%s", je.text, l + n - 40);
+            TAP_CHECK(json_is_true(json_object_get(j, "truncated")));
+            TAP_CHECK(json_is_string(json_object_get(j, "v")));
+            TAP_CHECK(json_object_get(j, "n") == NULL);   /* nothing after the cut */
+            json_decref(j);
+        }
+        memset(big, 'a', 3000);
+        l = emit("logfmt", big);
+        TAP_CHECK(strstr(l, " truncated=true\n") != NULL);
+        TAP_CHECK(strstr(l, " n=42") == NULL);
+    }
     return tap_done();
 }
