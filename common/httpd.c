@@ -306,9 +306,10 @@ static int render_metrics(struct httpd *h, char **bufp, size_t *lenp)
         buf = nb;
         rc = 0;
         len = 0;
-        if (h->hd.metrics && metrics_render(h->hd.metrics, buf, cap, &len) == -ENOSPC)
+        if (h->hd.metrics && metrics_render(h->hd.metrics, buf, cap, &len) == -ENOSPC) {
             rc = len + 1 > h->hd.body_max ? -E2BIG : -EAGAIN;
-        cap = len + 1 + 1024;
+            cap = len + 1 + 1024;   /* only for the next pass: buf keeps its size */
+        }
     }
     if (rc == 0 && h->hd.metrics_extra)
         rc = render_extra(h, &buf, &cap, &len);
