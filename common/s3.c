@@ -68,7 +68,6 @@ struct s3 {
      */
     size_t buf_used, buf_max;
     struct s3_writer *waiters, *waiters_tail;
-    size_t calls;                   /* calls in flight (fini asserts 0) */
 };
 
 /* --- small helpers ---------------------------------------------------------------- */
@@ -373,7 +372,7 @@ static void call_finish(struct s3_call *c, int status, struct http_req *rq,
                         const struct mi_err *err)
 {
     c->done = true;
-    c->s->calls--;
+    c->s->st->pending--;
     c->cb(c->ctx, c, status, rq, c->x, err);
     uv_close((uv_handle_t *)&c->timer, call_closed);
 }
@@ -452,7 +451,7 @@ static void call_start(struct s3_call *c, s3_call_cb cb, void *ctx)
 {
     c->cb = cb;
     c->ctx = ctx;
-    c->s->calls++;
+    c->s->st->pending++;
     uv_timer_init(c->s->st->loop, &c->timer);
     c->timer.data = c;
     /* The first attempt also starts from the loop, so callbacks never run inside us. */
@@ -885,11 +884,20 @@ static void wr_fail(struct s3_writer *wr, int status, const struct mi_err *err)
         mi_err_set(&wr->err, wr->failed, "s3: upload failed");
     /* The other parts are wasted now; the upload will be aborted. */
     wr_cancel_inflight(wr);
-    /* A paused source must hear about it: its next write returns the error. */
+    /*
+     * A paused source must hear about it: its next write returns the error. One that has
+     * already asked to commit (its last bytes were still stashed) is aborted now instead:
+     * nothing else would move it on.
+     */
     if (wr->paused) {
         wr->paused = false;
         waiters_del(wr);
-        storage_writer_ready(wr->w);
+        if (wr->commit_wanted) {
+            wr->commit_wanted = false;
+            commit_now(wr);
+        } else {
+            storage_writer_ready(wr->w);
+        }
     }
 }
 
@@ -1118,23 +1126,33 @@ static void complete_done(void *ctx, struct s3_call *c, int status, struct http_
 static void complete_send(struct s3_writer *wr)
 {
     struct mi_err err = MI_ERR_INIT;
-    size_t cap = 128 + (size_t)wr->nparts * 200, len = 0;
-    char *xml = malloc(cap), query[1024], eid[768];
+    static const char part_fmt[] = "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>";
+    size_t cap = sizeof("<CompleteMultipartUpload></CompleteMultipartUpload>"), len = 0;
+    char *xml, query[1024], eid[768];
     struct s3_call *c = NULL;
-    int r = xml ? 0 : -ENOMEM;
+    int r;
 
+    /* sized from the ETags themselves: a server's long ETags cannot overrun it */
+    for (int i = 0; i < wr->nparts; i++)
+        cap += sizeof(part_fmt) + 10 + strlen(wr->etags[i]);
+    xml = malloc(cap);
+    r = xml ? 0 : -ENOMEM;
     if (r == 0)
         len += (size_t)snprintf(xml + len, cap - len, "<CompleteMultipartUpload>");
     for (int i = 0; r == 0 && i < wr->nparts; i++) {
-        int n = snprintf(xml + len, cap - len, "<Part><PartNumber>%d</PartNumber>"
-                         "<ETag>%s</ETag></Part>", i + 1, wr->etags[i]);
+        int n = snprintf(xml + len, cap - len, part_fmt, i + 1, wr->etags[i]);
         if (n < 0 || (size_t)n >= cap - len)
             r = -ENOSPC;
         else
             len += (size_t)n;
     }
-    if (r == 0)
-        len += (size_t)snprintf(xml + len, cap - len, "</CompleteMultipartUpload>");
+    if (r == 0) {
+        int n = snprintf(xml + len, cap - len, "</CompleteMultipartUpload>");
+        if (n < 0 || (size_t)n >= cap - len)
+            r = -ENOSPC;
+        else
+            len += (size_t)n;
+    }
     if (r == 0 && s3_uri_encode(wr->upload_id, false, eid, sizeof(eid)) < 0)
         r = -ENOSPC;
     if (r == 0) {
@@ -1869,6 +1887,17 @@ struct s3_sweep {
 };
 
 #define S3_SWEEP_MAX 100000
+#define S3_SWEEP_MAX_TEXT "100000"
+
+/* Stop listing: the uploads collected so far are still aborted, and the end says why. */
+static bool sweep_stop(struct s3_sweep *sw, int status, const char *why)
+{
+    if (!sw->status) {
+        sw->status = status;
+        mi_err_set(&sw->first_err, status, "s3 orphan clean-up: %s", why);
+    }
+    return false;
+}
 
 static bool sweep_each(void *ctx, const struct s3_upload *u)
 {
@@ -1883,7 +1912,8 @@ static bool sweep_each(void *ctx, const struct s3_upload *u)
         char **k, **i;
 
         if (cap > S3_SWEEP_MAX)
-            return false;
+            return sweep_stop(sw, -E2BIG, "more than " S3_SWEEP_MAX_TEXT " old uploads: the "
+                              "first ones are aborted, run it again for the rest");
         k = realloc(sw->keys, cap * sizeof(*k));
         if (k)
             sw->keys = k;
@@ -1891,7 +1921,7 @@ static bool sweep_each(void *ctx, const struct s3_upload *u)
         if (i)
             sw->ids = i;
         if (!k || !i)
-            return false;
+            return sweep_stop(sw, -ENOMEM, "out of memory listing old uploads");
         sw->cap = cap;
     }
     sw->keys[sw->n] = strdup(u->key);
@@ -1899,7 +1929,7 @@ static bool sweep_each(void *ctx, const struct s3_upload *u)
     if (!sw->keys[sw->n] || !sw->ids[sw->n]) {
         free(sw->keys[sw->n]);
         free(sw->ids[sw->n]);
-        return false;
+        return sweep_stop(sw, -ENOMEM, "out of memory listing old uploads");
     }
     sw->n++;
     return true;

@@ -160,7 +160,7 @@ int storage_new(struct storage **stp, uv_loop_t *loop, struct mi_http *http,
  */
 size_t storage_busy(const struct storage *st)
 {
-    return st ? st->writers : 0;
+    return st ? st->writers + st->pending : 0;
 }
 
 void storage_free(struct storage *st)
@@ -199,6 +199,7 @@ char *storage_url(const struct storage *st, const char *key)
 
 struct deferred {
     uv_timer_t timer;
+    struct storage *st;
     storage_defer_fn fn;
     void *arg;
 };
@@ -212,6 +213,8 @@ static void deferred_fire(uv_timer_t *t)
 {
     struct deferred *d = t->data;
 
+    /* not busy any more when the callback runs: it may free the storage */
+    d->st->pending--;
     d->fn(d->arg);
     uv_close((uv_handle_t *)&d->timer, deferred_closed);
 }
@@ -227,6 +230,8 @@ int storage_defer(struct storage *st, storage_defer_fn fn, void *arg)
         return -ENOMEM;
     d->fn = fn;
     d->arg = arg;
+    d->st = st;
+    st->pending++;
     uv_timer_init(st->loop, &d->timer);
     d->timer.data = d;
     uv_timer_start(&d->timer, deferred_fire, 0, 0);

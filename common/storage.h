@@ -121,7 +121,8 @@ void storage_free(struct storage *st);
 
 /**
  * storage_busy() - writers not yet freed (an abort or commit may still be talking to the
- * store). Free the storage only once this is 0.
+ * store) plus requests (head, get, delete, orphan sweeps) and callbacks still to come.
+ * Free the storage only once this is 0.
  */
 size_t storage_busy(const struct storage *st);
 

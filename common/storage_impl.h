@@ -72,7 +72,9 @@ struct storage {
     uv_loop_t *loop;              /* borrowed */
     struct mi_http *http;         /* borrowed, NULL for local */
     struct mi_budget *budget;     /* borrowed */
-    size_t writers;               /* open writers (storage_free asserts 0) */
+    size_t writers;               /* open writers */
+    size_t pending;               /* requests and deferred deliveries in flight: backends
+                                     count theirs (storage_busy() is writers + pending) */
     void *priv;                   /* the backend's */
 };
 
