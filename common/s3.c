@@ -47,7 +47,6 @@
 #define S3_MAX_PARTS 10000
 #define S3_DEFAULT_BUDGET (256u * 1024 * 1024)
 #define S3_URL_MAX 4096
-#define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 struct s3_writer;
 
@@ -72,27 +71,6 @@ struct s3 {
 
 /* --- small helpers ---------------------------------------------------------------- */
 
-static void hex_encode(const unsigned char *in, size_t n, char *out)
-{
-    static const char hx[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hx[in[i] >> 4];
-        out[2 * i + 1] = hx[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-static int sha256_hex(const void *p, size_t n, char out[65])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int l = 0;
-
-    if (EVP_Digest(p, n, md, &l, EVP_sha256(), NULL) != 1 || l != 32)
-        return -EIO;
-    hex_encode(md, 32, out);
-    return 0;
-}
 
 /**
  * s3_uri_encode() - see s3.h.
@@ -402,7 +380,7 @@ static int call_new(struct s3_call **cp, struct s3 *s, const char *op, enum http
     c->op = op;
     c->method = m;
     c->max_body = S3_XML_MAX;
-    memcpy(c->payload_sha, S3_EMPTY_SHA256, sizeof(c->payload_sha));
+    memcpy(c->payload_sha, SIGV4_EMPTY_SHA256, sizeof(c->payload_sha));
     if (build_path(s, key, c->path, sizeof(c->path)) < 0 ||
         (size_t)snprintf(c->query, sizeof(c->query), "%s", query ? query : "") >=
             sizeof(c->query)) {
@@ -444,7 +422,7 @@ static int call_body(struct s3_call *c, const void *body, size_t len, const char
         snprintf(c->payload_sha, sizeof(c->payload_sha), "%s", SIGV4_UNSIGNED_PAYLOAD);
         return 0;
     }
-    return sha256_hex(body, len, c->payload_sha);
+    return sigv4_sha256_hex(body, len, c->payload_sha);
 }
 
 static void call_start(struct s3_call *c, s3_call_cb cb, void *ctx)

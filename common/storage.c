@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "objkey.h"
+#include "sigv4.h"
 #include "storage_impl.h"
 
 enum writer_state { W_OPEN = 0, W_FAILED, W_COMMITTING, W_ABORTING, W_DONE };
@@ -71,43 +73,15 @@ static int config_copy(struct storage_config *dst, const struct storage_config *
     return 0;
 }
 
-/*
- * The key rule of storage.h, "media/{messageId}/{providerMediaId}", checked before any
- * I/O. Kept deliberately strict: only characters that need no encoding in a URL path,
- * exactly three segments, none empty.
- */
-static bool key_valid(const char *key)
-{
-    static const char prefix[] = "media/";
-    size_t len, segs = 1;
-
-    if (!key || strncmp(key, prefix, sizeof(prefix) - 1) != 0)
-        return false;
-    len = strlen(key);
-    if (len > 512 || key[len - 1] == '/')
-        return false;
-    for (size_t i = sizeof(prefix) - 1; i < len; i++) {
-        char c = key[i];
-        if (c == '/') {
-            if (key[i - 1] == '/')
-                return false;
-            segs++;
-            continue;
-        }
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '-' || c == '_' || c == '.'))
-            return false;
-    }
-    return segs == 2 && strstr(key, "/.") == NULL;
-}
-
+/* The key rule of storage.h, checked before any I/O: exactly the keys objkey_build() makes. */
 static int check_key(const char *key, struct mi_err *err)
 {
-    if (key_valid(key))
+    struct mi_err kerr = MI_ERR_INIT;
+
+    if (key && objkey_validate(key, &kerr) == 0)
         return 0;
-    return mi_err_set(err, STORAGE_E_BADKEY,
-                      "storage: object key refused (want media/{messageId}/{providerMediaId} "
-                      "with characters A-Z a-z 0-9 - _ .)");
+    return mi_err_set(err, STORAGE_E_BADKEY, "storage: object key refused: %s",
+                      key ? kerr.msg : "no key");
 }
 
 /**
@@ -436,18 +410,7 @@ const char *storage_writer_sha256(const struct storage_writer *w)
 
 static int writer_digest(struct storage_writer *w)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    static const char hex[] = "0123456789abcdef";
-
-    if (EVP_DigestFinal_ex(w->sha, md, &n) != 1 || n != 32)
-        return -EIO;
-    for (unsigned int i = 0; i < n; i++) {
-        w->sha256_hex[2 * i] = hex[md[i] >> 4];
-        w->sha256_hex[2 * i + 1] = hex[md[i] & 15];
-    }
-    w->sha256_hex[64] = '\0';
-    return 0;
+    return sigv4_sha256_final_hex(w->sha, w->sha256_hex);
 }
 
 /**

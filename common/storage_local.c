@@ -31,13 +31,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include "objkey.h"
 #include "storage_impl.h"
+#include "util.h"
 
 #define XATTR_CTYPE "user.content_type"
 #define XATTR_SHA "user.sha256"
@@ -243,17 +243,9 @@ static void lw_free(struct local_writer *lw)
 static int tmp_create(struct local_writer *lw)
 {
     for (int attempt = 0; attempt < 8; attempt++) {
-        unsigned char rnd[8];
         char hex[17];
-        static const char digits[] = "0123456789abcdef";
 
-        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-            return -EIO;
-        for (int i = 0; i < 8; i++) {
-            hex[2 * i] = digits[rnd[i] >> 4];
-            hex[2 * i + 1] = digits[rnd[i] & 15];
-        }
-        hex[16] = '\0';
+        mi_rand_hex(hex, 8);
         snprintf(lw->tmp, sizeof(lw->tmp), "%s%s", TMP_PREFIX, hex);
         lw->fd = openat(lw->dir_fd, lw->tmp,
                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, FILE_MODE);
