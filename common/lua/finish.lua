@@ -10,9 +10,7 @@
 local p, id, ts, token, target = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jobKey = p .. id
 
-if redis.call("EXISTS", jobKey) == 0 then
-  return -1
-end
+-- (on a missing job SCARD and ZCARD are 0: take_active's -1 still comes first)
 if target == "completed" then
   if redis.call("SCARD", jobKey .. ":dependencies") ~= 0 then
     return -4
@@ -21,20 +19,11 @@ if target == "completed" then
     return -9
   end
 end
-local lockState = release_lock(p, id, token)
-if lockState ~= 0 then
-  return lockState
-end
-if target == "failed" then
-  redis.call("HSET", jobKey, "failedReason", ARGV[6])
-  if ARGV[11] ~= "" then
-    redis.call("HSET", jobKey, "stacktrace", ARGV[11])
-  end
+local taken = take_active(p, id, token, -1)
+if taken ~= 0 then
+  return taken
 end
 local deid = redis.call("HGET", jobKey, "deid")
-if redis.call("LREM", p .. "active", -1, id) == 0 then
-  return -3
-end
 
 local maxEvents = max_events(p)
 redis.call("XTRIM", p .. "events", "MAXLEN", "~", maxEvents)
@@ -59,6 +48,9 @@ if count ~= 0 then
   redis.call("ZADD", set, ts, id)
   redis.call("HSET", jobKey, field, ARGV[6], "finishedOn", ts)
   if target == "failed" then
+    if ARGV[11] ~= "" then
+      redis.call("HSET", jobKey, "stacktrace", ARGV[11])
+    end
     redis.call("HDEL", jobKey, "defa")
   end
   local age = tonumber(ARGV[8])

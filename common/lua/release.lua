@@ -5,15 +5,9 @@
 --@include queue
 local p, id, token = ARGV[1], ARGV[2], ARGV[3]
 local jobKey = p .. id
-if redis.call("EXISTS", jobKey) == 0 then
-  return -1
-end
-local lockState = release_lock(p, id, token)
-if lockState ~= 0 then
-  return lockState
-end
-if redis.call("LREM", p .. "active", 1, id) == 0 then
-  return -3
+local taken = take_active(p, id, token, 1)
+if taken ~= 0 then
+  return taken
 end
 local prio = tonumber(redis.call("HGET", jobKey, "priority") or "0") or 0
 if prio == 0 then
@@ -21,9 +15,7 @@ if prio == 0 then
 else
   redis.call("ZADD", p .. "prioritized", prio * 4294967296, id)
 end
-if not paused_or_maxed(p) then
-  redis.call("ZADD", p .. "marker", 0, "0")
-end
+wake(p, paused_or_maxed(p))
 redis.call("XADD", p .. "events", "MAXLEN", "~", max_events(p), "*",
            "event", "waiting", "jobId", id, "prev", "active")
 return 0

@@ -9,30 +9,25 @@ local p, id, ts, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local tsn = tonumber(ts)
 local delay = tonumber(ARGV[5]) or 0
 local jobKey = p .. id
-local blocked = paused_or_maxed(p)
+local blocked = false
 
 if delay <= 0 then
+  blocked = paused_or_maxed(p)
   promote_delayed(p, tsn, not blocked)
 end
-if redis.call("EXISTS", jobKey) == 0 then
-  return -1
-end
-local lockState = release_lock(p, id, token)
-if lockState ~= 0 then
-  return lockState
+local taken = take_active(p, id, token, -1)
+if taken ~= 0 then
+  return taken
 end
 redis.call("HSET", jobKey, "failedReason", ARGV[6])
 if ARGV[7] ~= "" then
   redis.call("HSET", jobKey, "stacktrace", ARGV[7])
 end
-if redis.call("LREM", p .. "active", -1, id) == 0 then
-  return -3
-end
+redis.call("HINCRBY", jobKey, "atm", 1)
 local maxEvents = max_events(p)
 
 if delay > 0 then
   local due = tsn + delay
-  redis.call("HINCRBY", jobKey, "atm", 1)
   redis.call("HSET", jobKey, "delay", ARGV[5])
   redis.call("ZADD", p .. "delayed", delayed_score(p, due), id)
   redis.call("XADD", p .. "events", "MAXLEN", "~", maxEvents, "*",
@@ -46,16 +41,10 @@ else
     else
       redis.call("LPUSH", p .. "wait", id)
     end
-    if not blocked then
-      redis.call("ZADD", p .. "marker", 0, "0")
-    end
   else
     redis.call("ZADD", p .. "prioritized", priority_score(p, prio), id)
-    if not blocked then
-      redis.call("ZADD", p .. "marker", 0, "0")
-    end
   end
-  redis.call("HINCRBY", jobKey, "atm", 1)
+  wake(p, blocked)
   redis.call("XADD", p .. "events", "MAXLEN", "~", maxEvents, "*",
              "event", "waiting", "jobId", id, "prev", "active")
 end

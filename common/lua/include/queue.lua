@@ -108,3 +108,27 @@ local function release_lock(p, id, token)
   end
   return -2
 end
+
+-- Take a job this worker holds out of active: check it exists, release our lock, LREM it
+-- (@count as LREM's: -1 from the tail as moveToFinished does, 1 from the head). Returns
+-- 0, -1 (no job), -2/-6 (lock, see release_lock) or -3 (not active).
+local function take_active(p, id, token, count)
+  if redis.call("EXISTS", p .. id) == 0 then
+    return -1
+  end
+  local lockState = release_lock(p, id, token)
+  if lockState ~= 0 then
+    return lockState
+  end
+  if redis.call("LREM", p .. "active", count, id) == 0 then
+    return -3
+  end
+  return 0
+end
+
+-- Set a marker so that a blocked worker wakes up, unless the queue is paused or maxed.
+local function wake(p, blocked)
+  if not blocked then
+    redis.call("ZADD", p .. "marker", 0, "0")
+  end
+end
