@@ -116,9 +116,14 @@ static void ad_flush(uv_idle_t *h)
     if (!ad->ac || !ad->want_write)
         return;
     redisAsyncHandleWrite(ad->ac);
-    /* hiredis called delWrite when all was written; it may also have freed the context */
-    if (ad->ac && ad->want_write)
+    /*
+     * hiredis called delWrite when all was written; it may also have freed the context.
+     * A partial write re-armed this idle handle through addWrite: wait for POLLOUT instead.
+     */
+    if (ad->ac && ad->want_write) {
+        uv_idle_stop(h);
         ad_update(ad, UV_WRITABLE, 0);
+    }
 }
 
 static void ad_add_read(void *p) { ad_update(p, UV_READABLE, 0); }
@@ -128,9 +133,11 @@ static void ad_add_write(void *p)
 {
     struct radapter *ad = p;
 
+    if (!ad->ac)
+        return;
     ad->want_write = true;
     /* while connecting, POLLOUT is what tells hiredis that connect(2) finished */
-    if (!ad->ac || !(ad->ac->c.flags & REDIS_CONNECTED) || (ad->events & UV_WRITABLE))
+    if (!(ad->ac->c.flags & REDIS_CONNECTED) || (ad->events & UV_WRITABLE))
         ad_update(ad, UV_WRITABLE, 0);
     else
         uv_idle_start(&ad->flush, ad_flush);
@@ -182,7 +189,6 @@ static int ad_attach(uv_loop_t *loop, redisAsyncContext *ac)
     }
     ad->open_handles = 2;
     ad->flush.data = ad;
-    ad->poll.data = ad;
     ad->ac = ac;
     ac->ev.data = ad;
     ac->ev.addRead = ad_add_read;
@@ -246,8 +252,9 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
             load->rc = rc;
             load->internal = true;
             load->timeout_ms = c->timeout_ms;
-            if (!send_cmd(rc, load, 3, largv, llen) &&
-                !send_cmd(rc, c, c->argc, (const char *const *)c->argv, c->argvlen))
+            if (send_cmd(rc, load, 3, largv, llen) != 0)
+                free(load);           /* never queued: nobody else frees it */
+            else if (!send_cmd(rc, c, c->argc, (const char *const *)c->argv, c->argvlen))
                 return;
         }
         mi_err_set(&err, -ENOMEM, "could not re-load Lua script %s", c->script->name);

@@ -197,7 +197,9 @@ static void on_finished(void *ctx, int status, const struct mi_err *err)
     struct wjob *j = fc->j;
     enum bmq_fail_outcome outcome = fc->outcome;
     free(fc);
-    if (err && status < 0 && status != -1 && status != -2 && status != -3 && status != -6) {
+    /* bmq_done_cb: @err set means the script did not run (transport); its own codes come
+     * with err NULL */
+    if (err) {
         finish_failed_transport(j, err);
         return;
     }
@@ -238,16 +240,16 @@ static void job_end(struct wjob *j, bool success, const char *value, bool perman
     j->success = success;
     j->permanent = permanent;
     j->value = strdup(value ? value : (success ? "null" : "unknown error"));
+    job_set_state(j, JOB_FINISHING);
     if (!j->value) {
-        /* Without memory we cannot even report; let the lock expire and re-run it. */
-        j->success = false;
+        /* Without memory we cannot even report: give up now (no retry would have a
+         * value to send), the lock expires and the stalled checker re-runs it. */
+        j->finish_deadline = 0;
+        finish_failed_transport(j, NULL);
+        return;
     }
     j->finish_deadline = mi_mono_ms() + 5 * 60 * 1000;
-    job_set_state(j, JOB_FINISHING);
-    if (j->value)
-        send_finish(j);
-    else
-        finish_failed_transport(j, NULL);
+    send_finish(j);
 }
 
 void wjob_complete(struct wjob *j, const char *returnvalue)
@@ -663,7 +665,8 @@ void wloop_stop(struct wloop *w, void (*done)(void *ctx), void *ctx)
     uv_timer_stop(&w->stalled_timer);
     redis_client_close(w->block);
     w->block = NULL;
-    if (w->inflight)
+    /* a claim in flight may still bring a job: the drain deadline covers it too */
+    if (w->inflight || w->claiming)
         uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_ms, 0);
     maybe_finalize(w);
 }
