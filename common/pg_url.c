@@ -141,7 +141,7 @@ void pg_url_free(struct pg_url *u)
 }
 
 static const char url_hint[] =
-    " (percent-encode special characters such as @ : / ? # %% in the user name and password)";
+    " (percent-encode special characters such as @ : / ? # % in the user name and password)";
 
 /* Parse "user[:password]" in [s, e). */
 static int parse_userinfo(struct pg_url *u, const char *s, const char *e, struct mi_err *err)
@@ -433,6 +433,17 @@ static int check_chars(const char *url, struct mi_err *err)
     return 0;
 }
 
+/* The '@' that ends the user info: the last one in [p, end), or NULL. */
+static const char *last_at(const char *p, const char *end)
+{
+    const char *at = NULL;
+
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q;
+    return at;
+}
+
 static const char *skip_scheme(const char *url)
 {
     static const char *const schemes[] = { "postgresql://", "postgres://" };
@@ -453,10 +464,7 @@ static int parse_all(struct pg_url *u, const char *url, struct mi_err *err)
     if (rc)
         return rc;
     const char *aend = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *q = p; q < aend; q++)
-        if (*q == '@')
-            at = q;
+    const char *at = last_at(p, aend);
     if (at) {
         rc = parse_userinfo(u, p, at, err);
         if (rc)
@@ -593,8 +601,11 @@ static void redact_query(struct sbuf *b, const char *q)
     while (*q) {
         size_t n = strcspn(q, "&");
         const char *eq = memchr(q, '=', n);
-        bool secret = eq && (((size_t)(eq - q) == 8 && !strncmp(q, "password", 8)) ||
-                             ((size_t)(eq - q) == 11 && !strncmp(q, "sslpassword", 11)));
+        char *key = NULL;
+        /* compared decoded, as the parser does; a key that does not decode is hidden too */
+        bool secret = eq && (pct_decode(q, (size_t)(eq - q), &key) != 0 ||
+                             !strcmp(key, "password") || !strcmp(key, "sslpassword"));
+        free(key);
         if (secret) {
             sb_put(b, q, (size_t)(eq - q) + 1);
             sb_put(b, "***", 3);
@@ -621,12 +632,11 @@ void pg_url_redact(const char *url, char *out, size_t outlen)
         return;
     }
     sb_put(&b, url, (size_t)(p - url));
-    /* Like the parser: the user info ends at the last '@' before the path or query. */
-    const char *aend = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *q = p; q < aend; q++)
-        if (*q == '@')
-            at = q;
+    /*
+     * The user info ends at the last '@' before the query. The parser stops at a '/' as
+     * well, but a URL it refuses (a password with a raw '/') must not leak here either.
+     */
+    const char *at = last_at(p, p + strcspn(p, "?"));
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         sb_put(&b, p, (size_t)((colon ? colon : at) - p));

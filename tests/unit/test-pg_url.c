@@ -295,6 +295,11 @@ static void test_redact(void)
     TAP_EQ_STR(out, "postgresql://h");
     pg_url_redact("postgresql://:pw@h/", out, sizeof(out));
     TAP_EQ_STR(out, "postgresql://:***@h/");
+    /* a raw '/' in the password (the parser refuses it) and an encoded key still hide it */
+    pg_url_redact("postgresql://app:s3cr/et@db/app", out, sizeof(out));
+    TAP_EQ_STR(out, "postgresql://app:***@db/app");
+    pg_url_redact("postgresql://h/d?pass%77ord=hunter2&x=%zz", out, sizeof(out));
+    TAP_EQ_STR(out, "postgresql://h/d?pass%77ord=***&x=%zz");
     pg_url_redact("user=x password=secret", out, sizeof(out));
     TAP_EQ_STR(out, "(not a postgresql:// URL)");
     pg_url_redact(NULL, out, sizeof(out));
