@@ -165,8 +165,8 @@ function graphErrorBody(spec, mediaId) {
   };
   if (spec.subcode !== undefined) err.error_subcode = spec.subcode;
   if (base.transient) err.is_transient = true;
-  const details = spec.details || base.details;
-  if (details) err.error_data = { messaging_product: 'whatsapp', details };
+  // http-apis.md A3: every Graph error carries error_data
+  err.error_data = { messaging_product: 'whatsapp', details: spec.details || base.details || err.message };
   err.fbtrace_id = fbtrace();
   return { status: spec.status || base.status, body: { error: err } };
 }
@@ -182,6 +182,7 @@ function unknownIdError(id) {
         type: 'GraphMethodException',
         code: 100,
         error_subcode: 33,
+        error_data: { messaging_product: 'whatsapp', details: `Object with ID '${id}' does not exist` },
         fbtrace_id: fbtrace(),
       },
     },

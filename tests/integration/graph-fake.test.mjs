@@ -145,6 +145,7 @@ test('lookup: unknown id is code 100 subcode 33 with Meta\'s message', async () 
   assert.equal(e.error_subcode, 33);
   assert.equal(e.type, 'GraphMethodException');
   assert.match(e.message, /^Unsupported get request\. Object with ID '999999999' does not exist/);
+  assert.equal(e.error_data.messaging_product, 'whatsapp');
 });
 
 test('lookup: phone_number_id must own the media', async () => {
@@ -276,7 +277,8 @@ test('faults: Graph error codes with the doc\'s HTTP statuses and shapes', async
     assert.equal(typeof e.message, 'string');
     assert.equal(typeof e.type, 'string');
     assert.equal(typeof e.fbtrace_id, 'string');
-    if (Number(code) >= 80000) assert.equal(e.error_data.messaging_product, 'whatsapp');
+    assert.equal(e.error_data.messaging_product, 'whatsapp', `code ${code}`);
+    assert.equal(typeof e.error_data.details, 'string', `code ${code}`);
   }
   await ctl('media', { id: '3999', size: 10, faults: [{ graphError: { code: 4, status: 429 } }] });
   assert.equal((await lookup('3999')).status, 429);

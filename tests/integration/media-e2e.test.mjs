@@ -215,6 +215,13 @@ test('error classes: permanent, transient, rate limit, oversize', async () => {
   }
   assert.equal(await slow.getState(), 'completed', slow.failedReason);
   assert.equal(slow.attemptsMade, 1, 'a rate-limited job is given back, not failed');
+  // ...and the faults really happened: one failed try, then a good one
+  const per = (await control(fake, 'GET', 'stats')).perId;
+  for (const id of ['flaky-1', 'cut-1', 'corrupt-1']) {
+    assert.ok(per[id].downloads >= 2, `${id}: ${per[id].downloads} downloads`);
+    assert.equal(per[id].downloadsOk >= 1, true, `${id}: no good download`);
+  }
+  assert.ok(per['slowdown-1'].lookups >= 2, `slowdown-1: ${per['slowdown-1'].lookups} lookups`);
   assert.equal(await big.getState(), 'failed');
   assert.match(big.failedReason, /MEDIA_MAX_BYTES/);
   assert.equal(big.attemptsMade, 1);

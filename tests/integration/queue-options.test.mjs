@@ -178,6 +178,8 @@ test('a flushed script cache and killed connections: scripts reload, the worker 
     await client.script('FLUSH');
     const second = await queue.add('ingest', data());
     await waitFor(async () => (await queue.getJob(second.id))?.finishedOn, { what: 'job after SCRIPT FLUSH' });
+    assert.equal(await (await queue.getJob(first.id)).getState(), 'completed');
+    assert.equal(await (await queue.getJob(second.id)).getState(), 'completed', 'the scripts were re-loaded');
     // Drop every other connection, the worker's two included.
     await client.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
     await waitFor(() => /Redis connection is down/.test(w.logs), { what: 'worker noticed' });

@@ -117,6 +117,7 @@ static void test_media_bad(void)
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        mi_err_clear(&err);     /* each input must bring its own message */
         int r = parse(&m, bad[i], "7", &err);
 
         TAP_EQ_INT(r, GRAPH_E_BADDATA);

@@ -328,6 +328,8 @@ static int sign_err(struct sigv4_request *rq, const struct sigv4_credentials *cr
     /* On failure the result is empty, so clearing it is harmless. */
     if (r)
         TAP_CHECK(res.authorization == NULL && res.canonical_request == NULL);
+    if (r && cred->secret_access_key && *cred->secret_access_key)   /* never quotes it */
+        TAP_CHECK(strstr(err->msg, cred->secret_access_key) == NULL);
     sigv4_result_clear(&res);
     return r;
 }
