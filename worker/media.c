@@ -99,6 +99,7 @@ struct media {
 
     bool db_ready, db_initing;
     bool token_bad, probing;
+    bool token_err_logged;              /* the token file's read error was logged */
     int64_t rate_limited_until;  /* monotonic ms, 0: not limited */
     char token[TOKEN_MAX];
     struct stat token_st;
@@ -228,7 +229,13 @@ static void on_retry_timer(uv_timer_t *t)
         mjob_release(j, "the worker is shutting down");
         return;
     }
-    mjob_set_state(j, M_LOOKUP);
+    /*
+     * Again from the phase that failed when it was reading or updating the row (the load
+     * checks "already stored" and the providerMediaId; a failed update keeps the stored
+     * object); anything else starts over from a fresh Graph look-up (the URL expires).
+     */
+    if (j->state != M_LOAD && j->state != M_MARK)
+        mjob_set_state(j, M_LOOKUP);
     mjob_advance(j);
 }
 
@@ -372,9 +379,18 @@ static void on_token_timer(uv_timer_t *t)
 {
     struct media *m = t->data;
     struct mi_err err = MI_ERR_INIT;
-    if (read_token_file(m, &err)) {
-        if (graph_client_set_token(m->graph, m->token))
+    bool changed = read_token_file(m, &err);
+    /* a file that went missing or unreadable is said once, not every tick */
+    if (err.code && !m->token_err_logged)
+        log_msg(m->log, LOG_WARN, "cannot read the token file; keeping the current token",
+                "%s", err.msg);
+    m->token_err_logged = err.code != 0;
+    if (changed) {
+        if (graph_client_set_token(m->graph, m->token)) {
+            memset(&m->token_st, 0, sizeof(m->token_st));   /* try again next tick */
+            log_msg(m->log, LOG_WARN, "could not apply the new token; retrying", NULL);
             return;
+        }
         log_msg(m->log, LOG_INFO, "WHATSAPP_ACCESS_TOKEN_FILE changed; using the new token",
                 NULL);
         set_token_good(m, "the token file changed");
@@ -544,12 +560,10 @@ static void start_download(struct mjob *j)
     /* The storage writer verifies sha256 and size at commit, so the download does not. */
     r = graph_download(m->graph, j->gm.url, m->cfg->max_bytes, j->gm.file_size, NULL, on_data,
                        on_downloaded, j, &j->dl, &err);
-    if (r == GRAPH_E_TOOBIG) {
-        mjob_fail(j, true, "the media is larger than MEDIA_MAX_BYTES: %s", err.msg);
-        return;
-    }
+    /* refused before any request (oversize, no token...): classified like an answer */
     if (r)
-        mjob_transient(j, "starting the download", err.msg);
+        handle_graph_failure(j, graph_classify(GRAPH_OP_DOWNLOAD, r, 0, NULL),
+                             "starting the download", NULL, &err);
 }
 
 static void on_head(void *ctx, int status, const struct storage_meta *meta,
@@ -647,7 +661,11 @@ static void mjob_advance(struct mjob *j)
             mjob_fail(j, true, "invalid providerMediaId: %s", err.msg);
             return;
         }
-        break;
+        /* refused before any request (no token: config, not an attempt burnt) */
+        if (r)
+            handle_graph_failure(j, graph_classify(GRAPH_OP_LOOKUP, r, 0, NULL),
+                                 "looking up the media", NULL, &err);
+        return;
     case M_HEAD:
         r = storage_head(m->st, j->key, on_head, j, &err);
         if (r) {
@@ -826,14 +844,26 @@ static void pool_closed(void *ctx)
 
 static void teardown_finish(struct media *m);
 
-/* Wait (bounded) until aborts and commits of the storage writers have finished. */
+/*
+ * Wait until the storage's writers (aborts, commits) and requests (an orphan sweep) have
+ * finished: freeing it earlier would leave their callbacks and retry timers pointing at
+ * freed memory. Every storage request has its own deadline and a bounded number of
+ * retries, so this ends; past 30 s it says so once (the supervisor's stop timeout is
+ * the backstop, and the next worker aborts what a killed one left open).
+ */
 static void on_quiesce(uv_timer_t *t)
 {
     struct media *m = t->data;
-    if (storage_busy(m->st) && mi_mono_ms() < m->quiesce_deadline)
+    if (!storage_busy(m->st)) {
+        uv_timer_stop(t);
+        teardown_finish(m);
         return;
-    uv_timer_stop(t);
-    teardown_finish(m);
+    }
+    if (m->quiesce_deadline && mi_mono_ms() >= m->quiesce_deadline) {
+        m->quiesce_deadline = 0;
+        log_msg(m->log, LOG_WARN, "storage still busy 30 s after the drain; waiting for its "
+                "requests to end (each has a deadline)", "busy=%zu", storage_busy(m->st));
+    }
 }
 
 static void media_teardown(void *hctx)
@@ -852,9 +882,6 @@ static void media_teardown(void *hctx)
 
 static void teardown_finish(struct media *m)
 {
-    if (storage_busy(m->st))
-        log_msg(m->log, LOG_WARN, "storage writers still busy at exit; open uploads will be "
-                "aborted by the next worker's clean-up", NULL);
     uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
                              &m->counts_timer };
     for (size_t i = 0; i < 5; i++)
@@ -986,8 +1013,11 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
     *hctx = m;
 
     if (cfg->token_file) {
-        if (!read_token_file(m, err) && !m->token[0])
+        if (!read_token_file(m, err) && !m->token[0]) {
+            if (!err->code)
+                mi_err_set(err, 2, "WHATSAPP_ACCESS_TOKEN_FILE=%s is empty", cfg->token_file);
             goto fail2;
+        }
     } else {
         if (strlen(cfg->token) >= sizeof(m->token)) {
             mi_err_set(err, 2, "WHATSAPP_ACCESS_TOKEN is too long");
