@@ -66,6 +66,8 @@ struct http_req {
     char *sigv4, *user, *pass;
     uint64_t timeout_ms;
     long follow;
+    long code;                       /* this response's status, read at its first body byte;
+                                        0 again at each status line (100, redirects) */
 
     const unsigned char *body;       /* borrowed request body */
     size_t body_len, body_off;
@@ -416,12 +418,12 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 {
     struct http_req *rq = userp;
     size_t n = size * nmemb;
-    long code = 0;
     int r;
 
-    curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (rq->code == 0)
+        curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->code);
     /* Error bodies of streamed responses are collected so the caller can read them. */
-    if (rq->write_cb && code >= 200 && code < 300) {
+    if (rq->write_cb && rq->code >= 200 && rq->code < 300) {
         struct mi_http *h = rq->http;
 
         if (rq->turn_no != h->turn_no) {
@@ -462,6 +464,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         rq->hdrs.len = 0;
+        rq->code = 0;
         return n;
     }
     colon = memchr(data, ':', n);

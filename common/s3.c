@@ -45,7 +45,6 @@
 #define S3_BACKOFF_BASE_MS 100
 #define S3_BACKOFF_CAP_MS 5000
 #define S3_MAX_PARTS 10000
-#define S3_DEFAULT_BUDGET (256u * 1024 * 1024)
 #define S3_URL_MAX 4096
 
 struct s3_writer;
@@ -61,12 +60,6 @@ struct s3 {
     bool unsigned_parts;            /* UploadPart sends UNSIGNED-PAYLOAD (MEDIA_S3_PAYLOAD_HASH) */
     struct sigv4_key_cache key_cache; /* the day's signing key (wiped in s3_fini) */
     uint64_t rnd;                   /* xorshift state for jitter */
-    /*
-     * Part buffers. Until the shared budget (budget.h) is wired in, the backend counts
-     * its own buffers against S3_DEFAULT_BUDGET; writers waiting for one queue here.
-     */
-    size_t buf_used, buf_max;
-    struct s3_writer *waiters, *waiters_tail;
 };
 
 /* --- small helpers ---------------------------------------------------------------- */
@@ -674,10 +667,9 @@ struct s3_writer {
     unsigned char stash[STORAGE_MAX_CHUNK];
     size_t stash_len;                /* bytes accepted while no buffer was free */
     bool paused;                     /* told the source STORAGE_PAUSE */
-    bool waiting;                    /* queued on s->waiters or on the budget */
+    bool waiting;                    /* queued on the budget (bw) */
     struct budget_waiter *bw;        /* the budget's queue entry while waiting */
     size_t want;                     /* bytes asked from the budget */
-    struct s3_writer *wnext;
     int failed;                      /* first error */
     struct mi_err err;
     struct s3_call *single;          /* PutObject / Complete / Abort in flight */
@@ -720,22 +712,11 @@ static struct s3_part *part_get(struct s3_writer *wr)
     size_t cap = part_cap(wr);
     struct s3_part *p;
 
-    if (cap == 0)
-        cap = 1;
-    if (b) {
-        if (!budget_try_take(b, cap))
-            return NULL;
-    } else if (s->buf_used + cap > s->buf_max && s->buf_used > 0) {
+    if (!budget_try_take(b, cap))
         return NULL;
-    }
     p = part_alloc(wr, cap);
-    if (!p) {
-        if (b)
-            budget_release(b, cap);
-        return NULL;
-    }
-    if (!b)
-        s->buf_used += cap;
+    if (!p)
+        budget_release(b, cap);
     return p;
 }
 
@@ -750,25 +731,10 @@ static void part_put(struct s3 *s, struct s3_part *p)
 
     if (!p)
         return;
-    if (b) {
-        /* The budget grants its waiters from the loop; it may keep the buffer for reuse. */
-        budget_release(b, p->cap);
-        budget_buf_put(b, p->buf, p->cap);
-        free(p);
-        return;
-    }
-    budget_buf_free(p->buf, p->cap);
-    s->buf_used -= p->cap;
+    /* The budget grants its waiters from the loop; it may keep the buffer for reuse. */
+    budget_release(b, p->cap);
+    budget_buf_put(b, p->buf, p->cap);
     free(p);
-    /* Without a shared budget, a freed buffer may let the oldest waiting writer go on. */
-    while (s->waiters) {
-        struct s3_writer *wr = s->waiters;
-        size_t before = s->buf_used;
-
-        writer_resume(wr);
-        if (wr->waiting || s->buf_used == before)
-            break;
-    }
 }
 
 /* The budget granted the bytes a paused writer queued for. */
@@ -793,60 +759,33 @@ static void budget_granted(void *ctx)
     writer_resume(wr);
 }
 
+/* Queue on the budget for the next part buffer (budget_granted goes on). */
 static void waiters_add(struct s3_writer *wr)
 {
-    struct s3 *s = wr->s;
-    struct mi_budget *b = s->st->budget;
+    int r;
 
     if (wr->waiting)
         return;
     wr->waiting = true;
-    if (b) {
-        int r;
+    wr->want = part_cap(wr);
+    r = budget_wait(wr->s->st->budget, wr->want, budget_granted, wr, &wr->bw);
+    if (r != 0) {
+        struct mi_err e = MI_ERR_INIT;
 
-        wr->want = part_cap(wr);
-        r = budget_wait(b, wr->want, budget_granted, wr, &wr->bw);
-        if (r != 0) {
-            struct mi_err e = MI_ERR_INIT;
-
-            wr->waiting = false;
-            mi_err_set(&e, r, "s3: a part buffer of %zu bytes does not fit "
-                       "MEDIA_BUFFER_BUDGET", wr->want);
-            wr_fail(wr, r, &e);
-        }
-        return;
+        wr->waiting = false;
+        mi_err_set(&e, r, "s3: a part buffer of %zu bytes does not fit MEDIA_BUFFER_BUDGET",
+                   wr->want);
+        wr_fail(wr, r, &e);
     }
-    wr->wnext = NULL;
-    if (s->waiters_tail)
-        s->waiters_tail->wnext = wr;
-    else
-        s->waiters = wr;
-    s->waiters_tail = wr;
 }
 
 static void waiters_del(struct s3_writer *wr)
 {
-    struct s3 *s = wr->s;
-    struct s3_writer **pp = &s->waiters, *prev = NULL;
-
     if (!wr->waiting)
         return;
-    if (wr->bw) {
-        budget_wait_cancel(wr->bw);
-        wr->bw = NULL;
-        wr->waiting = false;
-        return;
-    }
-    while (*pp && *pp != wr) {
-        prev = *pp;
-        pp = &(*pp)->wnext;
-    }
-    if (*pp)
-        *pp = wr->wnext;
-    if (s->waiters_tail == wr)
-        s->waiters_tail = prev;
+    budget_wait_cancel(wr->bw);
+    wr->bw = NULL;
     wr->waiting = false;
-    wr->wnext = NULL;
 }
 
 /* --- writer --------------------------------------------------------------------------- */
@@ -1275,8 +1214,13 @@ static void writer_resume(struct s3_writer *wr)
 
 static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
 {
-    struct s3_writer *wr = calloc(1, sizeof(*wr));
+    struct s3_writer *wr;
 
+    /* part buffers come from the process budget: a storage made without one only lists,
+     * reads and aborts (media-queue uploads) */
+    if (!w->st->budget)
+        return mi_err_set(err, STORAGE_E_CONFIG, "s3: writing needs a buffer budget");
+    wr = calloc(1, sizeof(*wr));
     if (!wr)
         return mi_err_set(err, -ENOMEM, "s3: out of memory");
     wr->w = w;
@@ -1606,7 +1550,6 @@ static int s3_init(struct storage *st, struct mi_err *err)
     if (!s)
         return mi_err_set(err, -ENOMEM, "s3: out of memory");
     s->st = st;
-    s->buf_max = S3_DEFAULT_BUDGET;
     s->rnd = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() ^ (uintptr_t)s;
     if (!s->rnd)
         s->rnd = 1;

@@ -108,7 +108,8 @@ typedef void (*storage_ready_cb)(void *ctx);
 /**
  * storage_new() - create a backend on @loop.
  * @http: the loop's curl multi adapter (borrowed; unused by the local backend, may be NULL there).
- * @budget: the process's transfer-buffer budget (borrowed).
+ * @budget: the process's transfer-buffer budget (borrowed); NULL for a storage that only
+ *          reads, lists and deletes (s3 writers then refuse with STORAGE_E_CONFIG).
  * @cfg: copied; strings are duplicated.
  * Return: 0, STORAGE_E_CONFIG with @err naming the variable, or -ENOMEM.
  */
