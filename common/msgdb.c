@@ -143,33 +143,49 @@ static bool uuid_ok(const char *s)
     return true;
 }
 
+/* A refused id: quoted (shortened, escaped) only now, off the hot path of good ids. */
+static int bad_id(struct mi_err *err, const char *id, const char *why)
+{
+    char shown[64];
+
+    show_id(shown, sizeof(shown), id);
+    return mi_err_set(err, MSGDB_BAD_ID, "messageId \"%s\" %s", shown, why);
+}
+
 int msgdb_check_id(const struct msgdb *db, const char *id, struct mi_err *err)
 {
+    char why[MI_ERR_MSG_MAX];
+    int64_t v = 0;
+
     if (db->id_type == MSGDB_ID_UNKNOWN)
         return mi_err_set(err, MSGDB_ENOTREADY, "the \"Message\" table was not inspected yet");
-    char shown[64];
-    show_id(shown, sizeof(shown), id ? id : "");
     if (!id)
         return mi_err_set(err, MSGDB_BAD_ID, "messageId is missing");
-    int64_t v = 0;
     switch (db->id_type) {
     case MSGDB_ID_INT:
-        if (!parse_int_id(id, &v))
-            return mi_err_set(err, MSGDB_BAD_ID, "messageId \"%s\" is not an integer, but "
-                              "%s.\"id\" is %s", shown, db->table, db->id_typname);
-        if (v < db->id_min || v > db->id_max)
-            return mi_err_set(err, MSGDB_BAD_ID, "messageId \"%s\" is out of range for "
-                              "%s.\"id\" (%s)", shown, db->table, db->id_typname);
+        if (!parse_int_id(id, &v)) {
+            snprintf(why, sizeof(why), "is not an integer, but %s.\"id\" is %s", db->table,
+                     db->id_typname);
+            return bad_id(err, id, why);
+        }
+        if (v < db->id_min || v > db->id_max) {
+            snprintf(why, sizeof(why), "is out of range for %s.\"id\" (%s)", db->table,
+                     db->id_typname);
+            return bad_id(err, id, why);
+        }
         return 0;
     case MSGDB_ID_UUID:
-        if (!uuid_ok(id))
-            return mi_err_set(err, MSGDB_BAD_ID, "messageId \"%s\" is not a UUID, but "
-                              "%s.\"id\" is uuid", shown, db->table);
+        if (!uuid_ok(id)) {
+            snprintf(why, sizeof(why), "is not a UUID, but %s.\"id\" is uuid", db->table);
+            return bad_id(err, id, why);
+        }
         return 0;
     default:
-        if (strlen(id) > MSGDB_ID_MAX || !utf8_ok((const unsigned char *)id))
-            return mi_err_set(err, MSGDB_BAD_ID, "messageId \"%s\" is longer than %d bytes "
-                              "or not valid UTF-8", shown, MSGDB_ID_MAX);
+        if (strlen(id) > MSGDB_ID_MAX || !utf8_ok((const unsigned char *)id)) {
+            snprintf(why, sizeof(why), "is longer than %d bytes or not valid UTF-8",
+                     MSGDB_ID_MAX);
+            return bad_id(err, id, why);
+        }
         return 0;
     }
 }
@@ -344,12 +360,27 @@ int msgdb_init(struct msgdb *db, int timeout_ms, msgdb_init_cb cb, void *ctx)
 
 /* ---- operations --------------------------------------------------------------------- */
 
-static struct msgdb_op *op_new(void *ctx)
+/*
+ * Check what every statement needs (an inspected table; @id of its id type, when @need_id
+ * or given) and allocate the operation. Return 0, msgdb_check_id()'s error, or -ENOMEM.
+ */
+static int op_new(struct msgdb *db, bool need_id, const char *id, void *ctx,
+                  struct msgdb_op **opp, struct mi_err *err)
 {
-    struct msgdb_op *op = calloc(1, sizeof(*op));
-    if (op)
-        op->ctx = ctx;
-    return op;
+    int rc = 0;
+
+    *opp = NULL;
+    if (need_id || id)
+        rc = msgdb_check_id(db, id, err);
+    else if (db->id_type == MSGDB_ID_UNKNOWN)
+        rc = mi_err_set(err, MSGDB_ENOTREADY, "the \"Message\" table was not inspected yet");
+    if (rc)
+        return rc;
+    *opp = calloc(1, sizeof(**opp));
+    if (!*opp)
+        return -ENOMEM;
+    (*opp)->ctx = ctx;
+    return 0;
 }
 
 static int op_submit(struct msgdb *db, struct msgdb_op *op, enum msgdb_stmt st, int n,
@@ -385,12 +416,10 @@ static void load_done(void *ctx, int status, const struct pg_result *res,
 int msgdb_load(struct msgdb *db, const char *id, int timeout_ms, msgdb_load_cb cb, void *ctx,
                struct mi_err *err)
 {
-    int rc = msgdb_check_id(db, id, err);
+    struct msgdb_op *op;
+    int rc = op_new(db, true, id, ctx, &op, err);
     if (rc)
         return rc;
-    struct msgdb_op *op = op_new(ctx);
-    if (!op)
-        return -ENOMEM;
     op->cb.load = cb;
     const char *params[] = { id };
     return op_submit(db, op, MSGDB_SQL_LOAD, 1, params, timeout_ms, load_done);
@@ -409,12 +438,10 @@ int msgdb_mark_stored(struct msgdb *db, const char *id, const char *url, const c
 {
     if (!url || !backend)
         return mi_err_set(err, -EINVAL, "msgdb_mark_stored: url and backend are required");
-    int rc = msgdb_check_id(db, id, err);
+    struct msgdb_op *op;
+    int rc = op_new(db, true, id, ctx, &op, err);
     if (rc)
         return rc;
-    struct msgdb_op *op = op_new(ctx);
-    if (!op)
-        return -ENOMEM;
     op->cb.mark = cb;
     const char *params[] = { id, url, backend };
     return op_submit(db, op, MSGDB_SQL_MARK, 3, params, timeout_ms, mark_done);
@@ -455,20 +482,14 @@ int msgdb_scan_batch(struct msgdb *db, const struct msgdb_scan *q, int timeout_m
     if (q->limit < 1 || q->limit > MSGDB_SCAN_MAX)
         return mi_err_set(err, -EINVAL, "backfill batch size %d is outside 1..%d", q->limit,
                           MSGDB_SCAN_MAX);
-    if (db->id_type == MSGDB_ID_UNKNOWN)
-        return mi_err_set(err, MSGDB_ENOTREADY, "the \"Message\" table was not inspected yet");
-    if (q->after_id) {
-        int rc = msgdb_check_id(db, q->after_id, err);
-        if (rc)
-            return rc;
-    }
+    struct msgdb_op *op;
+    int rc = op_new(db, false, q->after_id, ctx, &op, err);
+    if (rc)
+        return rc;
     char since[24], until[24], limit[16];
     snprintf(since, sizeof(since), "%lld", (long long)q->since_ms);
     snprintf(until, sizeof(until), "%lld", (long long)q->until_ms);
     snprintf(limit, sizeof(limit), "%d", q->limit);
-    struct msgdb_op *op = op_new(ctx);
-    if (!op)
-        return -ENOMEM;
     op->cb.scan = cb;
     op->limit = q->limit;
     const char *params[] = { q->after_id, q->has_since ? since : NULL,

@@ -138,16 +138,19 @@ static void test_suite_vanilla(void)
     sigv4_result_clear(&res);
 }
 
+/* AWS's S3 GET Object example request (the range of a text object). */
+static const struct sigv4_kv get_object_headers[] = {
+    { "Range", "bytes=0-9" },
+    { "Host", "examplebucket.s3.amazonaws.com" },
+};
+static const struct sigv4_request get_object = {
+    .method = "GET", .path = "/test.txt", .headers = get_object_headers, .n_headers = 2,
+    .payload_hash = SIGV4_EMPTY_SHA256,
+};
+
 static void test_s3_get_object(void)
 {
-    struct sigv4_kv h[] = {
-        { "Range", "bytes=0-9" },
-        { "Host", "examplebucket.s3.amazonaws.com" },
-    };
-    struct sigv4_request rq = {
-        .method = "GET", .path = "/test.txt", .headers = h, .n_headers = 2,
-        .payload_hash = SIGV4_EMPTY_SHA256,
-    };
+    struct sigv4_request rq = get_object;
     struct sigv4_result res;
     struct mi_err err = MI_ERR_INIT;
 
@@ -170,14 +173,7 @@ static void test_s3_get_object(void)
 /* The same AWS example through a key cache: filled on first use, reused, replaced next day. */
 static void test_key_cache(void)
 {
-    struct sigv4_kv h[] = {
-        { "Range", "bytes=0-9" },
-        { "Host", "examplebucket.s3.amazonaws.com" },
-    };
-    struct sigv4_request rq = {
-        .method = "GET", .path = "/test.txt", .headers = h, .n_headers = 2,
-        .payload_hash = SIGV4_EMPTY_SHA256,
-    };
+    struct sigv4_request rq = get_object;
     struct sigv4_key_cache kc = { 0 };
     struct sigv4_credentials cred = s3_cred;
     struct sigv4_result res, plain;
