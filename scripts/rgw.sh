@@ -147,7 +147,10 @@ osd_data = $DIR/osd.\$id
 # objects in RAM; the capacity is what Ceph believes it has (full at 95%: writes then hang)
 osd_objectstore = memstore
 memstore_device_bytes = $((MEM_GB * 1024 * 1024 * 1024))
-memstore_page_set = false
+# page sets, not bufferlists: with bufferlist objects (16.2.15) memstore's used-bytes count
+# went below zero after the bench deleted a few thousand small objects, the OSD then read as
+# "-2147483648% full" and every write hung
+memstore_page_set = true
 osd_op_num_shards = 2
 osd_op_num_threads_per_shard = 2
 # one OSD, no redundancy, no autoscaler, no mgr
