@@ -1,17 +1,26 @@
 /*
  * http.c - one curl multi per libuv loop (see http.h).
  *
- * Three levels of context, as in curl's hiperfifo example: struct mi_http (the multi,
- * its timer), struct http_req (one easy handle, via CURLOPT_PRIVATE) and struct
- * http_sock (one uv_poll per curl socket, via curl_multi_assign). curl is only ever
- * called from loop callbacks we own (poll, timer, reap), never from inside curl's own
- * timer or socket callbacks, and every call to curl_multi_socket_action() is followed
- * by draining curl_multi_info_read(), so a transfer that ends on any path is reaped.
+ * Two levels of context: struct mi_http (the multi, its timer, its epoll set) and struct
+ * http_req (one easy handle, via CURLOPT_PRIVATE). curl is only ever called from loop
+ * callbacks we own (poll, timer, reap, prepare), never from inside curl's own timer or
+ * socket callbacks, and every call to curl_multi_socket_action() is followed by draining
+ * curl_multi_info_read(), so a transfer that ends on any path is reaped.
+ *
+ * curl's sockets live in an epoll set of our own, which the loop watches with one uv_poll.
+ * A uv_poll per socket cost about seven system calls per request (uv_poll_init checks the
+ * fd with an epoll add and delete and sets it non-blocking; every uv_poll_start deletes
+ * the fd and adds it again; stop and close delete it twice): here a socket costs one
+ * EPOLL_CTL_ADD, one MOD per change of direction and one DEL. The set is level-triggered,
+ * as libuv's is, so an event left unserved is reported again on the next loop turn.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -21,13 +30,6 @@
 #define HTTP_CONNECT_TIMEOUT_MS 10000
 
 enum req_state { RQ_NEW = 0, RQ_RUNNING, RQ_DONE };
-
-struct http_sock {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    struct mi_http *http;
-    struct http_sock *prev, *next;   /* http->socks, so leftovers can be closed */
-};
 
 /* What one streamed download may deliver per loop turn: with a fast peer, curl would
  * otherwise read as long as the socket stays readable, and the loop would poll nothing else
@@ -39,16 +41,17 @@ struct mi_http {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;                /* curl's single timeout */
+    int epfd;                        /* curl's sockets (see the top of this file) */
+    uv_poll_t epoll;                 /* the loop's watch on epfd: referenced while active */
     uv_timer_t reap;                 /* completes cancelled requests outside curl */
     uv_prepare_t turn;               /* a new loop turn: resume transfers paused for fairness */
     unsigned turn_no;
     size_t fair_paused;
-    int open_handles;                /* our timers still open: free when 0 */
+    int open_handles;                /* our handles still open: free when 0 */
     char *user_agent;
     size_t active;
     bool freeing;
     struct http_req *reqs;           /* running requests, doubly linked */
-    struct http_sock *socks;
 };
 
 struct buf {
@@ -207,7 +210,8 @@ static void req_complete(struct http_req *rq, CURLcode res)
     if (rq->fair_paused)
         h->fair_paused--;
     list_del(h, rq);
-    h->active--;
+    if (--h->active == 0)
+        uv_unref((uv_handle_t *)&h->epoll);
     rq->cb(rq->cb_ctx, rq, status, status ? &err : NULL);
     req_destroy(rq);
 }
@@ -305,74 +309,67 @@ static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-static void on_poll(uv_poll_t *p, int status, int events)
-{
-    struct http_sock *s = p->data;
-    struct mi_http *h = s->http;
-    int flags = 0, running = 0;
+/*
+ * An epoll event carries the fd and the CURL_POLL_* directions it was registered for, so
+ * that readiness maps to curl's select bits as curl's own Curl_socket_check() maps poll():
+ * a socket watched for reading is readable on data, hang-up or error; one watched for
+ * writing is writable, or in error on hang-up or error.
+ */
+#define EV_DATA(fd, what) ((uint64_t)(uint32_t)(fd) | ((uint64_t)(unsigned)(what) << 32))
 
+static void on_epoll(uv_poll_t *p, int status, int events)
+{
+    struct mi_http *h = p->data;
+    struct epoll_event ev[64];
+    int n, running = 0;
+
+    (void)events;
+    /* libuv stops a watch that reports an error; epfd itself never should, but keep it on */
     if (status < 0)
-        flags = CURL_CSELECT_ERR;
-    if (events & UV_READABLE)
-        flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE)
-        flags |= CURL_CSELECT_OUT;
-    curl_multi_socket_action(h->multi, s->fd, flags, &running);
+        uv_poll_start(&h->epoll, UV_READABLE, on_epoll);
+    n = epoll_wait(h->epfd, ev, (int)(sizeof(ev) / sizeof(ev[0])), 0);
+    for (int i = 0; i < n; i++) {
+        curl_socket_t fd = (curl_socket_t)(uint32_t)ev[i].data.u64;
+        unsigned what = (unsigned)(ev[i].data.u64 >> 32);
+        uint32_t e = ev[i].events;
+        int flags = 0;
+
+        if ((what & CURL_POLL_IN) && (e & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+            flags |= CURL_CSELECT_IN;
+        if ((what & CURL_POLL_OUT) && (e & EPOLLOUT))
+            flags |= CURL_CSELECT_OUT;
+        if ((what & CURL_POLL_OUT) && (e & (EPOLLHUP | EPOLLERR)))
+            flags |= CURL_CSELECT_ERR;
+        /* A socket that an earlier call in this batch removed is ignored by curl. */
+        curl_multi_socket_action(h->multi, fd, flags, &running);
+    }
     drain(h);
 }
 
-static void sock_closed(uv_handle_t *hd)
-{
-    free(hd->data);
-}
-
-static void sock_close(struct mi_http *h, struct http_sock *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        h->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    uv_poll_stop(&s->poll);
-    uv_close((uv_handle_t *)&s->poll, sock_closed);
-}
-
+/* socketp is only a mark: non-NULL once the socket is in the epoll set. */
 static int sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     struct mi_http *h = userp;
-    struct http_sock *s = socketp;
-    int events = 0;
+    struct epoll_event ev = { 0 };
+    int op;
 
+    (void)easy;
     if (what == CURL_POLL_REMOVE) {
-        if (s) {
-            curl_multi_assign(h->multi, fd, NULL);
-            sock_close(h, s);
-        }
+        /* ENOENT/EBADF: the socket is already out of the set; nothing to undo */
+        if (socketp)
+            epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, &ev);
         return 0;
     }
-    if (!s) {
-        s = calloc(1, sizeof(*s));
-        if (!s)
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+    ev.data.u64 = EV_DATA(fd, what);
+    op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(h->epfd, op, fd, &ev) != 0) {
+        op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
+        if (op < 0 || epoll_ctl(h->epfd, op, fd, &ev) != 0)
             return -1;
-        if (uv_poll_init_socket(h->loop, &s->poll, fd) != 0) {
-            free(s);
-            return -1;
-        }
-        s->fd = fd;
-        s->http = h;
-        s->poll.data = s;
-        s->next = h->socks;
-        if (h->socks)
-            h->socks->prev = s;
-        h->socks = s;
-        curl_multi_assign(h->multi, fd, s);
     }
-    if (what & CURL_POLL_IN)
-        events |= UV_READABLE;
-    if (what & CURL_POLL_OUT)
-        events |= UV_WRITABLE;
-    uv_poll_start(&s->poll, events, on_poll);
+    if (!socketp)
+        curl_multi_assign(h->multi, fd, h);
     return 0;
 }
 
@@ -495,6 +492,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
 {
     struct mi_http *h;
+    int r;
 
     *httpp = NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -521,6 +519,20 @@ int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     /* Enough idle connections for a full worker's parallel part uploads to reuse. */
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 64L);
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    r = h->epfd < 0 ? -errno : uv_poll_init(loop, &h->epoll, h->epfd);
+    if (r != 0) {
+        if (h->epfd >= 0)
+            close(h->epfd);
+        curl_multi_cleanup(h->multi);
+        free(h->user_agent);
+        free(h);
+        curl_global_cleanup();
+        return mi_err_set(err, r, "http: cannot create an epoll set for curl's sockets: %s",
+                          uv_strerror(r));
+    }
+    uv_poll_start(&h->epoll, UV_READABLE, on_epoll);
+    uv_unref((uv_handle_t *)&h->epoll);
     uv_timer_init(loop, &h->timer);
     uv_timer_init(loop, &h->reap);
     uv_prepare_init(loop, &h->turn);
@@ -529,7 +541,8 @@ int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
     h->timer.data = h;
     h->reap.data = h;
     h->turn.data = h;
-    h->open_handles = 3;
+    h->epoll.data = h;
+    h->open_handles = 4;
     *httpp = h;
     return 0;
 }
@@ -539,6 +552,7 @@ static void http_closed(uv_handle_t *hd)
     struct mi_http *h = hd->data;
 
     if (--h->open_handles == 0) {
+        close(h->epfd);
         free(h->user_agent);
         free(h);
         curl_global_cleanup();
@@ -563,8 +577,7 @@ void http_free(struct mi_http *http)
     /* Closing the connection cache reports its sockets through sock_fn (REMOVE). */
     curl_multi_cleanup(http->multi);
     http->multi = NULL;
-    while (http->socks)
-        sock_close(http, http->socks);
+    uv_close((uv_handle_t *)&http->epoll, http_closed);
     uv_close((uv_handle_t *)&http->timer, http_closed);
     uv_close((uv_handle_t *)&http->reap, http_closed);
     uv_close((uv_handle_t *)&http->turn, http_closed);
@@ -856,7 +869,8 @@ int http_req_start(struct http_req *rq, http_done_cb cb, void *ctx, struct mi_er
                           curl_multi_strerror(mc));
     rq->state = RQ_RUNNING;
     list_add(h, rq);
-    h->active++;
+    if (h->active++ == 0)
+        uv_ref((uv_handle_t *)&h->epoll);
     return 0;
 }
 

@@ -93,9 +93,15 @@ static void on_poll(uv_poll_t *h, int status, int events)
         redisAsyncHandleWrite(ad->ac);
 }
 
+/* hiredis re-adds reading after every reply and drops writing after every write: only a
+ * real change reaches libuv, whose uv_poll_start deletes and re-adds the fd (two syscalls). */
 static void ad_update(struct radapter *ad, int add, int del)
 {
-    ad->events = (ad->events | add) & ~del;
+    int events = (ad->events | add) & ~del;
+
+    if (events == ad->events && uv_is_active((uv_handle_t *)&ad->poll) == (events != 0))
+        return;
+    ad->events = events;
     if (ad->events)
         uv_poll_start(&ad->poll, ad->events, on_poll);
     else
