@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -294,6 +295,22 @@ size_t budget_waiting(const struct mi_budget *b)
 uint64_t budget_peak(const struct mi_budget *b)
 {
     return b->peak;
+}
+
+/**
+ * budget_buf_class() - see budget.h.
+ */
+size_t budget_buf_class(size_t len)
+{
+    size_t step = 4096;
+
+    if (len < BUDGET_BUF_MMAP_MIN)
+        return len;
+    while (step <= len / 8)   /* the largest power of two <= len, divided by 4 */
+        step *= 2;
+    if (len > SIZE_MAX - step)
+        return len;
+    return (len + step - 1) / step * step;
 }
 
 /**

@@ -97,7 +97,15 @@ size_t budget_waiting(const struct mi_budget *b);
 uint64_t budget_peak(const struct mi_budget *b);
 
 /* Buffers at least this large are mapped and unmapped directly (see budget_buf_alloc). */
-#define BUDGET_BUF_MMAP_MIN (256 * 1024)
+#define BUDGET_BUF_MMAP_MIN (32 * 1024)
+
+/**
+ * budget_buf_class() - the size to take from the budget and allocate for a buffer that
+ * must hold @len bytes: @len itself below BUDGET_BUF_MMAP_MIN, else @len rounded up to
+ * a quarter of its power of two (200 KiB -> 224 KiB, 8 MiB -> 8 MiB; at most 25% more),
+ * so that buffers of media of nearby sizes are reused by budget_buf_get().
+ */
+size_t budget_buf_class(size_t len);
 
 /**
  * budget_buf_alloc() - allocate a transfer buffer of @len bytes. Large buffers

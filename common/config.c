@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "util.h"
 
 enum cfg_type { T_STR, T_INT, T_SIZE, T_MS };
@@ -182,9 +183,10 @@ static int validate(struct mi_config *cfg, unsigned programs, struct mi_err *err
     if (cfg->part_size < 5 * 1024 * 1024)
         return mi_err_set(err, 2, "MEDIA_PART_SIZE=%llu: S3 needs parts of at least 5 MiB",
                           (unsigned long long)cfg->part_size);
-    if (cfg->buffer_budget < cfg->part_size)
+    if (cfg->buffer_budget < budget_buf_class(cfg->part_size))
         return mi_err_set(err, 2, "MEDIA_BUFFER_BUDGET must hold at least one part "
-                          "(MEDIA_PART_SIZE)");
+                          "(MEDIA_PART_SIZE, rounded up to %zu bytes)",
+                          budget_buf_class(cfg->part_size));
     if (strcmp(cfg->storage_backend, "local") && strcmp(cfg->storage_backend, "s3") &&
         strcmp(cfg->storage_backend, "r2"))
         return mi_err_set(err, 2, "MEDIA_STORAGE_BACKEND=%s: expected s3, r2 or local",

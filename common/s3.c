@@ -641,6 +641,7 @@ struct s3_part {
     int num;
     unsigned char *buf;
     size_t len, cap;
+    size_t alloc;                    /* budget_buf_class(cap): taken from the budget, mapped */
     struct s3_call *call;
     struct s3_writer *wr;
     struct s3_part *next;
@@ -687,14 +688,16 @@ static size_t part_cap(const struct s3_writer *wr)
     return ps;
 }
 
-/* A part of @cap bytes whose budget bytes are already taken; NULL on ENOMEM. */
+/* A part of @cap bytes whose budget bytes (budget_buf_class(cap)) are already taken;
+ * NULL on ENOMEM. */
 static struct s3_part *part_alloc(struct s3_writer *wr, size_t cap)
 {
     struct s3_part *p = calloc(1, sizeof(*p));
 
     if (!p)
         return NULL;
-    p->buf = budget_buf_get(wr->s->st->budget, cap);
+    p->alloc = budget_buf_class(cap);
+    p->buf = budget_buf_get(wr->s->st->budget, p->alloc);
     if (!p->buf) {
         free(p);
         return NULL;
@@ -712,11 +715,11 @@ static struct s3_part *part_get(struct s3_writer *wr)
     size_t cap = part_cap(wr);
     struct s3_part *p;
 
-    if (!budget_try_take(b, cap))
+    if (!budget_try_take(b, budget_buf_class(cap)))
         return NULL;
     p = part_alloc(wr, cap);
     if (!p)
-        budget_release(b, cap);
+        budget_release(b, budget_buf_class(cap));
     return p;
 }
 
@@ -732,8 +735,8 @@ static void part_put(struct s3 *s, struct s3_part *p)
     if (!p)
         return;
     /* The budget grants its waiters from the loop; it may keep the buffer for reuse. */
-    budget_release(b, p->cap);
-    budget_buf_put(b, p->buf, p->cap);
+    budget_release(b, p->alloc);
+    budget_buf_put(b, p->buf, p->alloc);
     free(p);
 }
 
@@ -745,7 +748,7 @@ static void budget_granted(void *ctx)
 
     wr->bw = NULL;
     wr->waiting = false;
-    p = part_alloc(wr, wr->want);
+    p = part_alloc(wr, part_cap(wr));   /* wr->want is its class */
     if (!p || wr->cur || wr->phase != WR_STREAMING) {
         if (p)
             part_put(wr->s, p);
@@ -767,7 +770,7 @@ static void waiters_add(struct s3_writer *wr)
     if (wr->waiting)
         return;
     wr->waiting = true;
-    wr->want = part_cap(wr);
+    wr->want = budget_buf_class(part_cap(wr));
     r = budget_wait(wr->s->st->budget, wr->want, budget_granted, wr, &wr->bw);
     if (r != 0) {
         struct mi_err e = MI_ERR_INIT;

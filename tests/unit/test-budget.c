@@ -310,6 +310,32 @@ static void test_buffer_cache(uv_loop_t *loop)
     uv_run(loop, UV_RUN_DEFAULT);
 }
 
+/* Size classes: small buffers exact, larger ones a quarter of their power of two. */
+static void test_buffer_class(void)
+{
+    TAP_EQ_INT(budget_buf_class(0), 0);
+    TAP_EQ_INT(budget_buf_class(1000), 1000);
+    TAP_EQ_INT(budget_buf_class(BUDGET_BUF_MMAP_MIN - 1), BUDGET_BUF_MMAP_MIN - 1);
+    TAP_EQ_INT(budget_buf_class(32768), 32768);
+    TAP_EQ_INT(budget_buf_class(40960), 40960);          /* a multiple of 8 KiB */
+    TAP_EQ_INT(budget_buf_class(40961), 49152);
+    TAP_EQ_INT(budget_buf_class(200 * 1000), 229376);    /* 224 KiB */
+    TAP_EQ_INT(budget_buf_class(204800), 229376);
+    TAP_EQ_INT(budget_buf_class(229377), 262144);
+    TAP_EQ_INT(budget_buf_class(8u << 20), 8u << 20);     /* a part: as it is */
+    TAP_EQ_INT(budget_buf_class((8u << 20) - 1), 8u << 20);
+    TAP_EQ_INT(budget_buf_class((5u << 20) + 1), 6u << 20);
+    /* never more than a quarter over, always at least the length */
+    for (size_t n = BUDGET_BUF_MMAP_MIN; n < (64u << 20); n = n * 9 / 8 + 4099) {
+        size_t c = budget_buf_class(n);
+
+        if (c < n || c - n > n / 4) {
+            TAP_CHECK(!"class out of bounds");
+            break;
+        }
+    }
+}
+
 int main(void)
 {
     uv_loop_t loop;
@@ -323,6 +349,7 @@ int main(void)
     test_buffer_cache(&loop);
     uv_run(&loop, UV_RUN_DEFAULT);
     TAP_EQ_INT(uv_loop_close(&loop), 0);
+    test_buffer_class();
     test_buffers_leave_rss();
     return tap_done();
 }
