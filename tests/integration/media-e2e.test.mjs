@@ -1,7 +1,7 @@
 // The product end to end, local storage backend: Node Queue.add → media-ingest-worker →
 // Graph fake → files under MEDIA_LOCAL_DIR → "Message" row → BullMQ completed.
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readdirSync, writeFileSync, statSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, writeFileSync, statSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -22,6 +22,7 @@ const cleanups = [];
 after(async () => { for (const f of cleanups.reverse()) await f().catch(() => {}); });
 
 const tmp = mkdtempSync(join(tmpdir(), 'mi-e2e-'));
+cleanups.push(async () => rmSync(tmp, { recursive: true, force: true }));  // runs last
 const root = join(tmp, 'store', 'root');
 const tokenFile = join(tmp, 'token');
 mkdirSync(join(tmp, 'store'));

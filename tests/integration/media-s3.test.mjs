@@ -43,6 +43,13 @@ async function openUploads() {
   return [...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1]);
 }
 
+// Message ids restart at 1 in each private schema, but a gateway kept running (MI_KEEP_SERVICES)
+// still holds the objects of earlier runs under the same keys: those jobs would find their object
+// present and upload nothing. Delete the keys first, so that every test really uploads.
+async function freshKeys(ids, media) {
+  for (let i = 0; i < ids.length; i++) await s3curl(['-X', 'DELETE', objUrl(`media/${ids[i]}/${media[i]}`)]);
+}
+
 let fake, db, name, queue;
 const env = () => ({
   DATABASE_URL: db.url, WHATSAPP_ACCESS_TOKEN: 'tok-s3', WHATSAPP_GRAPH_URL: `http://127.0.0.1:${fake.port}`,
@@ -78,6 +85,7 @@ async function settle(ids, media, worker, timeout = 120000) {
 test('images, voice notes, a 16 MB video and a 100 MB document land byte-exact in RGW', async () => {
   const media = ['img-300kb-s1', 'voice-40kb-s2', 'video-16mb-s3', 'doc-100mb-s4', 'doc-5mb-s5'];
   const ids = await insertMessages(db.schema, media);
+  await freshKeys(ids, media);
   const w = startWorker(name, env(), process.env.MEDIA_INGEST_WORKER);
   cleanups.push(() => stopWorker(w));
   const jobs = await settle(ids, media, w);
@@ -110,7 +118,9 @@ test('SIGKILL mid-transfer, restart: every job completes, no upload left open', 
   ]);
   const media = ['slowdoc-k1', 'slowdoc-k2', 'img-50kb-k3'];
   const ids = await insertMessages(db.schema, media);
+  await freshKeys(ids, media);
   const w1 = startWorker(name, env(), process.env.MEDIA_INGEST_WORKER);
+  cleanups.push(() => stopWorker(w1));  // when the test fails before the kill
   const jobs = [];
   for (let i = 0; i < ids.length; i++) {
     jobs.push(await queue.add('ingest', { messageId: ids[i], providerMediaId: media[i] }, { attempts: 3 }));

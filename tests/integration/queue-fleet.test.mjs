@@ -1,6 +1,6 @@
 // A mixed fleet (one Node worker, two of ours) drains 2,000 jobs: each exactly once.
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, existsSync } from 'node:fs';
+import { readFileSync, mkdtempSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, after } from 'node:test';
@@ -18,6 +18,7 @@ test('2,000 jobs through one Node worker and two of ours: each processed exactly
   const queue = new Queue(name, { connection: connection() });
   cleanups.push(async () => { await queue.obliterate({ force: true }); await queue.close(); });
   const tmp = mkdtempSync(join(tmpdir(), 'mi-fleet-'));
+  cleanups.push(async () => rmSync(tmp, { recursive: true, force: true }));  // after the workers stop
   const nodeSeen = [];
   const nw = new Worker(name, async (job) => { nodeSeen.push(job.id); return { worker: 'node' }; },
     { connection: connection(), concurrency: 8 });
@@ -25,6 +26,7 @@ test('2,000 jobs through one Node worker and two of ours: each processed exactly
   const ours = [1, 2].map((i) => startWorker(name, {
     MEDIA_INGEST_CONCURRENCY: '16', MI_TEST_RECORD: join(tmp, `w${i}`),
   }));
+  for (const w of ours) cleanups.push(() => stopWorker(w));  // when the test fails first
   const N = 2000;
   const bulk = [];
   for (let i = 0; i < N; i++) {

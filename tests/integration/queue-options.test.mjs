@@ -1,7 +1,7 @@
 // Priority, delay, removeOnComplete/removeOnFail, custom jobId, pause/resume, long jobs,
 // and a graceful drain, with Node producing and our worker consuming.
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, after } from 'node:test';
@@ -15,6 +15,7 @@ const { Queue, QueueEvents } = await bullmq();
 const cleanups = [];
 after(async () => { for (const f of cleanups.reverse()) await f(); });
 const tmp = mkdtempSync(join(tmpdir(), 'mi-opts-'));
+cleanups.push(async () => rmSync(tmp, { recursive: true, force: true }));  // runs last
 
 function newQueue(tag) {
   const name = queueName(tag);

@@ -13,9 +13,12 @@ after(async () => { for (const f of cleanups.reverse()) await f(); });
 const fast = { MEDIA_INGEST_LOCK_DURATION_MS: '1500', MEDIA_INGEST_STALLED_INTERVAL_MS: '500' };
 
 async function killWhenActive(queue, worker, id) {
-  await waitFor(async () => (await (await queue.getJob(id)).getState()) === 'active', { what: 'active' });
-  worker.kill('SIGKILL');
-  await worker.exited;
+  try {
+    await waitFor(async () => (await (await queue.getJob(id)).getState()) === 'active', { what: 'active' });
+  } finally {
+    worker.kill('SIGKILL');  // also when it never got there: a live child would keep this file running
+    await worker.exited;
+  }
 }
 
 test('our stalled checker re-queues a killed worker\'s job and it completes', async () => {
