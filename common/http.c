@@ -36,6 +36,15 @@ enum req_state { RQ_NEW = 0, RQ_RUNNING, RQ_DONE };
  * (Redis, the database, /metrics) for seconds. */
 #define HTTP_TURN_BYTES (256 * 1024)
 #define HTTP_DOWNLOAD_BUFFER (64L * 1024)
+/* Easy handles kept for reuse after their request ends (curl_easy_reset keeps a handle's
+ * allocations: its state and its buffers). A busy worker has about one transfer per job in
+ * flight, so this covers a worker's usual concurrency; beyond it, handles are freed. */
+#define HTTP_EASY_POOL 32
+/* Bodies below this go without "Expect: 100-continue", which curl 7.88 sends for any body
+ * over 1 KiB: waiting for the 100 costs a round trip on every small upload (curl 8 uses
+ * the same 1 MiB threshold). Larger bodies still wait, so that a refused request (a bad
+ * signature, a missing bucket) does not send megabytes first. */
+#define HTTP_EXPECT_MIN (1024 * 1024)
 
 struct mi_http {
     uv_loop_t *loop;
@@ -50,6 +59,8 @@ struct mi_http {
     int open_handles;                /* our handles still open: free when 0 */
     char *user_agent;
     size_t active;
+    CURL *idle_easy[HTTP_EASY_POOL]; /* ended requests' handles, reset, for the next ones */
+    size_t n_idle;
     bool freeing;
     struct http_req *reqs;           /* running requests, doubly linked */
 };
@@ -182,10 +193,27 @@ static int map_result(struct http_req *rq, CURLcode res, struct mi_err *err)
     }
 }
 
+/* A handle for a new request: a reset one from the pool, else a new one. */
+static CURL *easy_get(struct mi_http *h)
+{
+    return h->n_idle ? h->idle_easy[--h->n_idle] : curl_easy_init();
+}
+
+/* Back to the pool, with none of this request's options (URL, headers, credentials) left. */
+static void easy_put(struct mi_http *h, CURL *easy)
+{
+    if (h->freeing || h->n_idle == HTTP_EASY_POOL) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    curl_easy_reset(easy);
+    h->idle_easy[h->n_idle++] = easy;
+}
+
 static void req_destroy(struct http_req *rq)
 {
     if (rq->easy)
-        curl_easy_cleanup(rq->easy);
+        easy_put(rq->http, rq->easy);
     curl_slist_free_all(rq->headers);
     free(rq->url);
     free(rq->sigv4);
@@ -574,6 +602,8 @@ void http_free(struct mi_http *http)
         curl_multi_remove_handle(http->multi, rq->easy);
         req_complete(rq, CURLE_ABORTED_BY_CALLBACK);
     }
+    while (http->n_idle)
+        curl_easy_cleanup(http->idle_easy[--http->n_idle]);
     /* Closing the connection cache reports its sockets through sock_fn (REMOVE). */
     curl_multi_cleanup(http->multi);
     http->multi = NULL;
@@ -801,8 +831,6 @@ static CURLcode req_setup(struct http_req *rq)
         SET(CURLOPT_FOLLOWLOCATION, 1L);
         SET(CURLOPT_MAXREDIRS, rq->follow);
     }
-    if (rq->headers)
-        SET(CURLOPT_HTTPHEADER, rq->headers);
     if (rq->sigv4) {
         SET(CURLOPT_AWS_SIGV4, rq->sigv4);
         SET(CURLOPT_USERNAME, rq->user);
@@ -830,6 +858,17 @@ static CURLcode req_setup(struct http_req *rq)
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size(rq));
         break;
     }
+    if ((rq->method == HTTP_PUT || rq->method == HTTP_POST) && body_size(rq) >= 0 &&
+        body_size(rq) < HTTP_EXPECT_MIN && c == CURLE_OK) {
+        struct curl_slist *l = curl_slist_append(rq->headers, "Expect:");
+
+        if (!l)
+            c = CURLE_OUT_OF_MEMORY;
+        else
+            rq->headers = l;
+    }
+    if (rq->headers)
+        SET(CURLOPT_HTTPHEADER, rq->headers);
     if (rq->method == HTTP_PUT || rq->method == HTTP_POST) {
         SET(CURLOPT_READFUNCTION, on_read);
         SET(CURLOPT_READDATA, rq);
@@ -854,7 +893,7 @@ int http_req_start(struct http_req *rq, http_done_cb cb, void *ctx, struct mi_er
         return mi_err_set(err, HTTP_E_USAGE, "http %s: request already started", m);
     if (rq->has_body && rq->method != HTTP_PUT && rq->method != HTTP_POST)
         return mi_err_set(err, HTTP_E_USAGE, "http %s: a body needs PUT or POST", m);
-    rq->easy = curl_easy_init();
+    rq->easy = easy_get(h);
     if (!rq->easy)
         return mi_err_set(err, -ENOMEM, "http %s: out of memory", m);
     c = req_setup(rq);
