@@ -15,7 +15,9 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #define SECRET_MAX 1024
 
@@ -202,6 +204,70 @@ int sigv4_signing_key(const char *secret, const char *date8, const char *region,
     /* The derived keys are as good as the secret for a day: do not leave them around. */
     OPENSSL_cleanse(ksecret, sizeof(ksecret));
     OPENSSL_cleanse(k, sizeof(k));
+    return r;
+}
+
+/* --- the key cache's libcrypto objects ------------------------------------------------ */
+
+/* sha256 of @len bytes in hex, with the cache's fetched digest when there is a cache. */
+static int cache_sha256_hex(struct sigv4_key_cache *c, const void *buf, size_t len,
+                            char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+
+    if (!c)
+        return sigv4_sha256_hex(buf, len, out);
+    out[0] = '\0';
+    if (!c->sha256)
+        c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!c->md)
+        c->md = EVP_MD_CTX_new();
+    if (!c->sha256 || !c->md || EVP_DigestInit_ex2(c->md, c->sha256, NULL) != 1 ||
+        EVP_DigestUpdate(c->md, buf, len) != 1 || EVP_DigestFinal_ex(c->md, md, &n) != 1 ||
+        n != 32)
+        return -EIO;
+    sigv4_hex(md, 32, out);
+    return 0;
+}
+
+/* Keep @key (for @date8) and an HMAC keyed with it. On failure the cache is left empty. */
+static int cache_set_key(struct sigv4_key_cache *c, const unsigned char key[32],
+                         const char date8[9])
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+
+    EVP_MAC_CTX_free(c->hmac);
+    c->hmac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac);   /* the context holds its own reference */
+    c->date8[0] = '\0';
+    if (!c->hmac || EVP_MAC_init(c->hmac, key, 32, params) != 1) {
+        EVP_MAC_CTX_free(c->hmac);
+        c->hmac = NULL;
+        OPENSSL_cleanse(c->key, sizeof(c->key));
+        return -EIO;
+    }
+    memcpy(c->key, key, sizeof(c->key));
+    memcpy(c->date8, date8, sizeof(c->date8));
+    return 0;
+}
+
+/* HMAC-SHA256 of @msg with the cached key: a copy of the keyed context, so the key's
+ * two padded blocks are not hashed again. */
+static int cache_hmac(struct sigv4_key_cache *c, const char *msg, unsigned char out[32])
+{
+    EVP_MAC_CTX *m = c->hmac ? EVP_MAC_CTX_dup(c->hmac) : NULL;
+    size_t n = 0;
+    int r = -EIO;
+
+    if (m && EVP_MAC_update(m, (const unsigned char *)msg, strlen(msg)) == 1 &&
+        EVP_MAC_final(m, out, &n, 32) == 1 && n == 32)
+        r = 0;
+    EVP_MAC_CTX_free(m);
     return r;
 }
 
@@ -570,7 +636,8 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
     date8[8] = '\0';
     snprintf(scope, sizeof(scope), "%s/%s/%s/aws4_request", date8, cred->region,
              cred->service);
-    if (sigv4_sha256_hex(out->canonical_request, strlen(out->canonical_request), crhash))
+    if (cache_sha256_hex(cred->key_cache, out->canonical_request,
+                         strlen(out->canonical_request), crhash))
         return mi_err_set(err, -EIO, "sigv4: sha256 failed in libcrypto");
     sb_puts(&sts, "AWS4-HMAC-SHA256\n");
     sb_puts(&sts, out->amz_date);
@@ -583,17 +650,18 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
         return mi_err_set(err, -ENOMEM, "sigv4: out of memory");
 
     if (cred->key_cache && strcmp(cred->key_cache->date8, date8) == 0) {
-        memcpy(key, cred->key_cache->key, sizeof(key));
-        r = 0;
+        r = cache_hmac(cred->key_cache, out->string_to_sign, sig);
     } else {
         r = sigv4_signing_key(cred->secret_access_key, date8, cred->region, cred->service, key);
         if (!r && cred->key_cache) {
-            memcpy(cred->key_cache->key, key, sizeof(key));
-            memcpy(cred->key_cache->date8, date8, sizeof(date8));
+            r = cache_set_key(cred->key_cache, key, date8);
+            if (!r)
+                r = cache_hmac(cred->key_cache, out->string_to_sign, sig);
+        } else if (!r) {
+            r = hmac256(key, sizeof(key), out->string_to_sign, strlen(out->string_to_sign),
+                        sig);
         }
     }
-    if (!r)
-        r = hmac256(key, sizeof(key), out->string_to_sign, strlen(out->string_to_sign), sig);
     OPENSSL_cleanse(key, sizeof(key));
     if (r)
         return mi_err_set(err, -EIO, "sigv4: HMAC-SHA256 failed in libcrypto");
@@ -618,8 +686,12 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
  */
 void sigv4_key_cache_clear(struct sigv4_key_cache *c)
 {
-    if (c)
-        OPENSSL_cleanse(c, sizeof(*c));
+    if (!c)
+        return;
+    EVP_MAC_CTX_free(c->hmac);
+    EVP_MD_CTX_free(c->md);
+    EVP_MD_free(c->sha256);
+    OPENSSL_cleanse(c, sizeof(*c));
 }
 
 /**

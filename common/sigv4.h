@@ -69,12 +69,17 @@ struct sigv4_request {
 
 /*
  * The day's signing key, kept by a caller that signs many requests with the same
- * credentials (it saves four of the five HMACs of a signature). Holds key material as
- * good as the secret for that day: wipe it with sigv4_key_cache_clear() when done.
+ * credentials (it saves four of the five HMACs of a signature), with libcrypto's SHA-256
+ * and an HMAC already keyed with it (libcrypto 3 looks an algorithm up on every one-shot
+ * call, which cost more than the hashing of a request). Holds key material as good as the
+ * secret for that day: wipe it with sigv4_key_cache_clear() when done. Zero-initialise it.
  */
 struct sigv4_key_cache {
     char date8[9];                    /* "" or the YYYYMMDD the key is for */
     unsigned char key[32];
+    EVP_MD *sha256;                   /* fetched once; NULL until the first signature */
+    EVP_MD_CTX *md;                   /* reused for the canonical request's hash */
+    EVP_MAC_CTX *hmac;                /* HMAC-SHA256 keyed with @key (for @date8) */
 };
 
 /* Credentials and scope. Borrowed; the secret never appears in any output or message. */
@@ -87,7 +92,7 @@ struct sigv4_credentials {
     struct sigv4_key_cache *key_cache; /* NULL, or a cache for exactly these credentials */
 };
 
-/** sigv4_key_cache_clear() - wipe @c (NULL is allowed). */
+/** sigv4_key_cache_clear() - wipe @c and free what it holds (NULL is allowed); reusable. */
 void sigv4_key_cache_clear(struct sigv4_key_cache *c);
 
 /* What sigv4_sign() produces. The strings are owned (sigv4_result_clear frees them). */
