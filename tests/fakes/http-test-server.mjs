@@ -4,7 +4,8 @@
 // Prints "PORT <n>" on stdout once listening, then serves until stdin closes or a signal.
 //
 //   GET  /bytes?n=N        N bytes of the pattern (i * 7 + 3) & 255, Content-Type application/x-test
-//   PUT|POST /echo         answers JSON {"method","len","sha256","ua","auth","hdr"} of the request
+//   PUT|POST /echo         answers JSON {"method","len","sha256","ua","auth","hdr","expect"} of
+//                          the request
 //   GET  /status/CODE      that status with a small XML body
 //   GET  /slow?ms=M        answers after M ms
 //   GET  /cut              destroys the connection without answering
@@ -47,7 +48,7 @@ const server = http.createServer((req, res) => {
       const out = JSON.stringify({
         method: req.method, len, sha256: h.digest('hex'),
         ua: req.headers['user-agent'] || '', auth: req.headers['authorization'] || '',
-        hdr: req.headers['x-test'] || '',
+        hdr: req.headers['x-test'] || '', expect: req.headers['expect'] || '',
       });
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(out);

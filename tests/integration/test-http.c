@@ -291,6 +291,15 @@ int main(void)
     TAP_CHECK(strstr(r.body, "\"auth\":\"Bearer tok123\"") != NULL);
     TAP_CHECK(strstr(r.body, "\"ua\":\"media-ingest/") != NULL);
     TAP_CHECK(strstr(r.body, "\"hdr\":\"v1\"") != NULL);
+    TAP_CHECK(strstr(r.body, "\"expect\":\"100-continue\"") != NULL);   /* 1 MiB and up */
+
+    /* A small body goes at once: no "Expect: 100-continue" and its round trip. */
+    rq = mk(HTTP_PUT, "/echo");
+    http_req_body_buf(rq, big, 200 * 1024);
+    run(rq, &r);
+    TAP_EQ_INT(r.code, 200);
+    TAP_CHECK(strstr(r.body, "\"len\":204800,") != NULL);
+    TAP_CHECK(strstr(r.body, "\"expect\":\"\"") != NULL);
 
     /* Empty POST. */
     rq = mk(HTTP_POST, "/echo");
