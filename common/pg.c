@@ -51,6 +51,7 @@ struct pg_poll {
 struct pg_conn {
     struct pg_pool *pool;
     int index;
+    bool opened;            /* false: not needed yet (opts.initial), no attempt made */
     enum pgc_state state;
     PGconn *pq;
     struct pg_poll *poll;   /* NULL when no socket is watched */
@@ -91,6 +92,7 @@ struct pg_pool {
     struct pg_req *qhead, *qtail;
     unsigned queued, in_flight;
     uv_timer_t kick;              /* 0 ms timer: dispatch and shutdown checks from the loop */
+    uv_timer_t grow;              /* PG_GROW_WAIT_MS: a query still waits, open a connection */
     unsigned open_handles;        /* libuv handles not yet through their close callback */
     bool closing, shutdown;
     void (*close_cb)(void *ctx);
@@ -696,6 +698,38 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 
 /* ---- pool --------------------------------------------------------------------------- */
 
+/* The connection to open next: none while one is connecting or waiting to retry (more
+ * attempts would not help a server that is slow or down), else the first never opened. */
+static struct pg_conn *pool_next_closed(struct pg_pool *pool)
+{
+    struct pg_conn *next = NULL;
+
+    for (int i = 0; i < pool->nconns; i++) {
+        struct pg_conn *c = &pool->conns[i];
+
+        if (c->state == PGC_CONNECTING || (c->opened && c->state == PGC_DOWN))
+            return NULL;
+        if (!c->opened && !next)
+            next = c;
+    }
+    return next;
+}
+
+static void conn_open(struct pg_conn *c)
+{
+    c->opened = true;
+    conn_schedule(c, 0);
+}
+
+static void grow_cb(uv_timer_t *t)
+{
+    struct pg_pool *pool = container_of(t, struct pg_pool, grow);
+    struct pg_conn *c;
+
+    if (pool->qhead && !pool->closing && (c = pool_next_closed(pool)))
+        conn_open(c);
+}
+
 /* Give waiting queries to idle connections. A send can fail at once and leave its
  * connection idle again, so the search starts over after every send. */
 static void pool_dispatch(struct pg_pool *pool)
@@ -705,8 +739,13 @@ static void pool_dispatch(struct pg_pool *pool)
         for (int i = 0; i < pool->nconns && !c; i++)
             if (pool->conns[i].state == PGC_READY)
                 c = &pool->conns[i];
-        if (!c)
+        if (!c) {
+            /* Every open connection is busy: if that lasts, the pool grows by one. */
+            if (!pool->closing && !uv_is_active((uv_handle_t *)&pool->grow) &&
+                pool_next_closed(pool))
+                uv_timer_start(&pool->grow, grow_cb, PG_GROW_WAIT_MS, 0);
             return;
+        }
         struct pg_req *r = pool->qhead;
         queue_remove(pool, r);
         conn_send(c, r);
@@ -726,6 +765,7 @@ static void pool_shutdown(struct pg_pool *pool)
         uv_close((uv_handle_t *)&c->timer, handle_closed);
     }
     uv_close((uv_handle_t *)&pool->kick, handle_closed);
+    uv_close((uv_handle_t *)&pool->grow, handle_closed);
 }
 
 static void kick_cb(uv_timer_t *t)
@@ -762,6 +802,11 @@ static int opts_fill(struct pg_pool_opts *o, const struct pg_pool_opts *in, stru
         o->default_timeout_ms = 30000;
     if (o->size < 1 || o->size > 64)
         return mi_err_set(err, -EINVAL, "database pool size %d is outside 1..64", o->size);
+    if (!o->initial)
+        o->initial = o->size;
+    if (o->initial < 1 || o->initial > o->size)
+        return mi_err_set(err, -EINVAL, "database pool: %d connections at start is outside "
+                          "1..%d (the pool size)", o->initial, o->size);
     if (o->connect_timeout_ms < 0 || o->backoff_base_ms < 0 ||
         o->backoff_max_ms < o->backoff_base_ms || o->max_queue < 0 ||
         o->default_timeout_ms < 0)
@@ -845,6 +890,9 @@ int pg_pool_new(struct pg_pool **out, uv_loop_t *loop, const char *const *keywor
     uv_timer_init(loop, &pool->kick);
     pool->kick.data = pool;
     pool->open_handles++;
+    uv_timer_init(loop, &pool->grow);
+    pool->grow.data = pool;
+    pool->open_handles++;
     for (int i = 0; i < pool->nconns; i++) {
         struct pg_conn *c = &pool->conns[i];
         c->pool = pool;
@@ -854,7 +902,8 @@ int pg_pool_new(struct pg_pool **out, uv_loop_t *loop, const char *const *keywor
         uv_timer_init(loop, &c->timer);
         c->timer.data = pool;
         pool->open_handles++;
-        conn_schedule(c, 0);
+        if (i < pool->opts.initial)
+            conn_open(c);
     }
     *out = pool;
     return 0;

@@ -48,8 +48,14 @@ enum pg_event {
     PG_EV_LOST,             /* an established connection broke or was dropped (err says why) */
 };
 
+/* How long a query waits for a busy pool before it opens one more connection. */
+#define PG_GROW_WAIT_MS 10
+
 struct pg_pool_opts {
     int size;                 /* connections, 1..64; 0 means 4 */
+    int initial;              /* connections opened at once, 1..size; 0 means size. The
+                               * others open one at a time, each when a query has waited
+                               * PG_GROW_WAIT_MS for a connection, and then stay open */
     int connect_timeout_ms;   /* deadline of one connection attempt; 0 means the
                                * keywords' connect_timeout (seconds), else 10000 */
     int backoff_base_ms;      /* first reconnect delay; 0 means 200 */

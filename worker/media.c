@@ -1054,6 +1054,10 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
     int pool_size = (int)(cfg->concurrency < 8 ? cfg->concurrency : 8);
     int limit = pg_url_connection_limit(m->pgu);
     struct pg_pool_opts po = { .size = limit > 0 && limit < pool_size ? limit : pool_size };
+    /* A job's two statements take well under a millisecond: two connections serve a busy
+     * worker; the rest open only when queries queue (each costs the server a backend and
+     * the worker a SCRAM exchange, a few ms of CPU). */
+    po.initial = po.size < 2 ? po.size : 2;
     if (pg_pool_new(&m->pool, loop, pg_url_keywords(m->pgu), pg_url_values(m->pgu), &po, err))
         goto fail1;
     if (msgdb_new(&m->db, m->pool))

@@ -469,6 +469,46 @@ static void test_restart(struct t *t)
     it_res_free(&sl);
 }
 
+/* opts.initial: one connection at start; the others open, one at a time, only while
+ * queries wait for a busy pool. */
+static void test_grow(struct t *t)
+{
+    struct pg_pool_opts o = { .size = 3, .initial = 1 };
+    struct pg_pool *p = pool_open(t, &o);
+    struct pg_pool_stats st;
+    struct it_res r = { 0 }, sl[4] = { { 0 } };
+
+    TAP_EQ_INT(it_query(&t->loop, p, "SELECT 1", 0, NULL, 5000, &r), 0);
+    for (int i = 0; i < 10; i++)   /* one after another: never waits, never grows */
+        TAP_EQ_INT(it_query(&t->loop, p, "SELECT 2", 0, NULL, 5000, &r), 0);
+    it_sleep(&t->loop, 3 * PG_GROW_WAIT_MS);
+    pg_pool_stats(p, &st);
+    TAP_EQ_INT(st.connected, 1);
+    TAP_EQ_INT(st.connecting, 0);
+
+    for (int i = 0; i < 4; i++)
+        TAP_EQ_INT(it_send(p, "SELECT pg_backend_pid(), pg_sleep(0.4)", 0, NULL, 5000, &sl[i]),
+                   0);
+    for (int i = 0; i < 4; i++)
+        it_wait(&t->loop, &sl[i]);
+    pg_pool_stats(p, &st);
+    printf("# 4 slow queries on a pool of 3 opened with 1: %d connected\n", st.connected);
+    TAP_EQ_INT(st.connected, 3);
+    int distinct = 0;
+    for (int i = 0; i < 4; i++) {
+        bool seen = false;
+        TAP_EQ_INT(sl[i].status, 0);
+        for (int j = 0; j < i; j++)
+            seen = seen || (sl[j].v[0] && sl[i].v[0] && !strcmp(sl[j].v[0], sl[i].v[0]));
+        distinct += !seen;
+    }
+    TAP_EQ_INT(distinct, 3);
+    it_pool_end(&t->loop, p);
+    it_res_free(&r);
+    for (int i = 0; i < 4; i++)
+        it_res_free(&sl[i]);
+}
+
 static void test_bad_password(struct t *t)
 {
     const char *kw[PG_URL_MAX_PARAMS + 3], *val[PG_URL_MAX_PARAMS + 3];
@@ -572,6 +612,7 @@ int main(void)
     test_terminate(&t, p, &ev);
     test_close(&t, p);
     test_restart(&t);
+    test_grow(&t);
     test_bad_password(&t);
     test_connect_timeout(&t);
 
