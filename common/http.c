@@ -520,27 +520,20 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
 {
     struct mi_http *h;
-    int r;
+    int r = -ENOMEM;
 
     *httpp = NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return mi_err_set(err, -EIO, "http: curl_global_init failed");
     h = calloc(1, sizeof(*h));
-    if (!h) {
-        curl_global_cleanup();
-        return mi_err_set(err, -ENOMEM, "http: out of memory");
-    }
+    if (!h)
+        goto fail;
+    h->epfd = -1;
     h->loop = loop;
     h->user_agent = strdup(HTTP_UA_DEFAULT);
     h->multi = curl_multi_init();
-    if (!h->multi || !h->user_agent) {
-        if (h->multi)
-            curl_multi_cleanup(h->multi);
-        free(h->user_agent);
-        free(h);
-        curl_global_cleanup();
-        return mi_err_set(err, -ENOMEM, "http: out of memory");
-    }
+    if (!h->multi || !h->user_agent)
+        goto fail;
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, sock_fn);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
@@ -549,16 +542,8 @@ int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 64L);
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
     r = h->epfd < 0 ? -errno : uv_poll_init(loop, &h->epoll, h->epfd);
-    if (r != 0) {
-        if (h->epfd >= 0)
-            close(h->epfd);
-        curl_multi_cleanup(h->multi);
-        free(h->user_agent);
-        free(h);
-        curl_global_cleanup();
-        return mi_err_set(err, r, "http: cannot create an epoll set for curl's sockets: %s",
-                          uv_strerror(r));
-    }
+    if (r != 0)
+        goto fail;
     uv_poll_start(&h->epoll, UV_READABLE, on_epoll);
     uv_unref((uv_handle_t *)&h->epoll);
     uv_timer_init(loop, &h->timer);
@@ -573,6 +558,21 @@ int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
     h->open_handles = 4;
     *httpp = h;
     return 0;
+
+fail:
+    if (h) {
+        if (h->epfd >= 0)
+            close(h->epfd);
+        if (h->multi)
+            curl_multi_cleanup(h->multi);
+        free(h->user_agent);
+        free(h);
+    }
+    curl_global_cleanup();
+    if (r == -ENOMEM)
+        return mi_err_set(err, r, "http: out of memory");
+    return mi_err_set(err, r, "http: cannot create an epoll set for curl's sockets: %s",
+                      uv_strerror(r));
 }
 
 static void http_closed(uv_handle_t *hd)
@@ -858,14 +858,17 @@ static CURLcode req_setup(struct http_req *rq)
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size(rq));
         break;
     }
-    if ((rq->method == HTTP_PUT || rq->method == HTTP_POST) && body_size(rq) >= 0 &&
-        body_size(rq) < HTTP_EXPECT_MIN && c == CURLE_OK) {
-        struct curl_slist *l = curl_slist_append(rq->headers, "Expect:");
+    if (rq->method == HTTP_PUT || rq->method == HTTP_POST) {
+        int64_t size = body_size(rq);   /* -1: unknown (chunked) */
+        struct curl_slist *l;
 
-        if (!l)
-            c = CURLE_OUT_OF_MEMORY;
-        else
-            rq->headers = l;
+        if (size >= 0 && size < HTTP_EXPECT_MIN && c == CURLE_OK) {
+            l = curl_slist_append(rq->headers, "Expect:");
+            if (l)
+                rq->headers = l;
+            else
+                c = CURLE_OUT_OF_MEMORY;
+        }
     }
     if (rq->headers)
         SET(CURLOPT_HTTPHEADER, rq->headers);
