@@ -688,15 +688,17 @@ static size_t part_cap(const struct s3_writer *wr)
     return ps;
 }
 
-/* A part of @cap bytes whose budget bytes (budget_buf_class(cap)) are already taken;
- * NULL on ENOMEM. */
-static struct s3_part *part_alloc(struct s3_writer *wr, size_t cap)
+/* A part of up to @cap bytes in a buffer of the @taken budget bytes already taken for it
+ * (budget_buf_class() of a part's size); NULL on ENOMEM. */
+static struct s3_part *part_alloc(struct s3_writer *wr, size_t cap, size_t taken)
 {
     struct s3_part *p = calloc(1, sizeof(*p));
 
     if (!p)
         return NULL;
-    p->alloc = budget_buf_class(cap);
+    if (cap > taken)
+        cap = taken;
+    p->alloc = taken;
     p->buf = budget_buf_get(wr->s->st->budget, p->alloc);
     if (!p->buf) {
         free(p);
@@ -712,14 +714,14 @@ static struct s3_part *part_get(struct s3_writer *wr)
 {
     struct s3 *s = wr->s;
     struct mi_budget *b = s->st->budget;
-    size_t cap = part_cap(wr);
+    size_t cap = part_cap(wr), bytes = budget_buf_class(cap);
     struct s3_part *p;
 
-    if (!budget_try_take(b, budget_buf_class(cap)))
+    if (!budget_try_take(b, bytes))
         return NULL;
-    p = part_alloc(wr, cap);
+    p = part_alloc(wr, cap, bytes);
     if (!p)
-        budget_release(b, budget_buf_class(cap));
+        budget_release(b, bytes);
     return p;
 }
 
@@ -748,7 +750,7 @@ static void budget_granted(void *ctx)
 
     wr->bw = NULL;
     wr->waiting = false;
-    p = part_alloc(wr, part_cap(wr));   /* wr->want is its class */
+    p = part_alloc(wr, part_cap(wr), wr->want);
     if (!p || wr->cur || wr->phase != WR_STREAMING) {
         if (p)
             part_put(wr->s, p);
