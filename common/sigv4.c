@@ -595,6 +595,8 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
                                                                      : NULL;
     char date8[9], crhash[65], scope[3 * 256 + 32];
     unsigned char key[32], sig[32];
+    struct sigv4_key_cache *kc = cred->key_cache;
+    bool derive;
     int r;
 
     /* The canonical URI: the path encoded once, with a leading '/'. */
@@ -636,7 +638,7 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
     date8[8] = '\0';
     snprintf(scope, sizeof(scope), "%s/%s/%s/aws4_request", date8, cred->region,
              cred->service);
-    if (cache_sha256_hex(cred->key_cache, out->canonical_request,
+    if (cache_sha256_hex(kc, out->canonical_request,
                          strlen(out->canonical_request), crhash))
         return mi_err_set(err, -EIO, "sigv4: sha256 failed in libcrypto");
     sb_puts(&sts, "AWS4-HMAC-SHA256\n");
@@ -649,19 +651,16 @@ static int sign_strings(const struct sigv4_request *req, const struct sigv4_cred
     if (!out->string_to_sign)
         return mi_err_set(err, -ENOMEM, "sigv4: out of memory");
 
-    if (cred->key_cache && strcmp(cred->key_cache->date8, date8) == 0) {
-        r = cache_hmac(cred->key_cache, out->string_to_sign, sig);
-    } else {
-        r = sigv4_signing_key(cred->secret_access_key, date8, cred->region, cred->service, key);
-        if (!r && cred->key_cache) {
-            r = cache_set_key(cred->key_cache, key, date8);
-            if (!r)
-                r = cache_hmac(cred->key_cache, out->string_to_sign, sig);
-        } else if (!r) {
-            r = hmac256(key, sizeof(key), out->string_to_sign, strlen(out->string_to_sign),
-                        sig);
-        }
-    }
+    /* The signing key is derived once a day when there is a cache, else every time. */
+    derive = !kc || strcmp(kc->date8, date8) != 0;
+    r = derive ? sigv4_signing_key(cred->secret_access_key, date8, cred->region,
+                                   cred->service, key) : 0;
+    if (!r && kc && derive)
+        r = cache_set_key(kc, key, date8);
+    if (!r)
+        r = kc ? cache_hmac(kc, out->string_to_sign, sig)
+               : hmac256(key, sizeof(key), out->string_to_sign, strlen(out->string_to_sign),
+                         sig);
     OPENSSL_cleanse(key, sizeof(key));
     if (r)
         return mi_err_set(err, -EIO, "sigv4: HMAC-SHA256 failed in libcrypto");
