@@ -137,6 +137,27 @@ async function timedShell(script, env = {}) {
   return { code, wall, cpu: secs(u) + secs(s), user: secs(u), sys: secs(s), rssKb, err: errText };
 }
 
+// Wait until the machine is quiet (under 15% busy for two 500 ms windows in a row, at most
+// 60 s), so that one timed run does not share the CPU with work left by another, most often
+// RGW's garbage collector freeing the objects of the previous run.
+function cpuTimes() {
+  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  return { total: v.reduce((a, b) => a + b, 0), idle: v[3] + v[4] };
+}
+async function settle(what) {
+  const t0 = Date.now();
+  let quiet = 0;
+  while (quiet < 2 && Date.now() - t0 < 60000) {
+    const a = cpuTimes();
+    await sleep(500);
+    const b = cpuTimes();
+    const busy = 1 - (b.idle - a.idle) / Math.max(1, b.total - a.total);
+    quiet = busy < 0.15 ? quiet + 1 : 0;
+  }
+  const waited = (Date.now() - t0) / 1000;
+  if (waited > 1.5) say(`waited ${waited.toFixed(1)} s for the machine to go quiet before ${what}`);
+}
+
 async function pool(items, n, fn) {
   let next = 0;
   const run = async () => { while (next < items.length) { const i = next++; await fn(items[i], i); } };
@@ -215,7 +236,7 @@ async function main() {
     AWS_SECRET_ACCESS_KEY: S3.secret, AWS_REGION: S3.region, AWS_ENDPOINT_URL_S3: S3.endpoint,
   } : { MEDIA_STORAGE_BACKEND: 'local', MEDIA_LOCAL_DIR: storeRoot };
   let workerObjects = cfg.storage === 's3' && !cfg.keep ? ids.map((id, i) => `media/${id}/${media[i]}`) : [];
-  cleanups.push(() => s3Delete(workerObjects));
+  cleanups.push(() => s3Free(workerObjects, expectedBytes));
   if (cfg.storage === 's3') cleanups.push(s3AbortUploads);
   say(`${cfg.jobs} jobs enqueued on ${qname} (${(expectedBytes / 1e6).toFixed(1)} MB); starting the worker`);
 
@@ -230,6 +251,7 @@ async function main() {
     ...storageEnv,
   };
   if (cfg.budget) env.MEDIA_BUFFER_BUDGET = cfg.budget;
+  await settle('the worker run');
   const fake0 = procSample(fake.pid);
   const t0 = process.hrtime.bigint();
   const w = spawn(cfg.worker, [], { env, stdio: ['ignore', logFd, logFd] });
@@ -296,12 +318,8 @@ async function main() {
   if (cfg.curl && !timedOut) {
     if (workerObjects.length) {
       // RGW's memstore holds objects in RAM: free the worker's before curl stores as many
-      await s3Delete(workerObjects);
+      await s3Free(workerObjects, expectedBytes);
       workerObjects = [];
-      if (expectedBytes > 512 * MIB) {
-        say('deleted the worker\'s objects; waiting 15 s for RGW\'s garbage collector');
-        await sleep(15000);
-      }
     }
     // the download URLs, looked up beforehand (not timed), exactly as the worker does
     const urls = new Array(media.length);
@@ -312,13 +330,14 @@ async function main() {
       urls[i] = { url: j.url, size: Number(j.file_size), mime: j.mime_type };
     });
     say(`curl: ${media.length} transfers, ${cfg.concurrency} at a time`);
+    await settle('the curl run');
     const f0 = procSample(fake.pid);
     const list = path.join(cfg.dir, 'curl.list');
     let r;
     let fsync = null;
     if (cfg.storage === 's3') {
       const keys = media.map((m, i) => `bench-curl/${RUN}/${ids[i]}/${m}`);
-      if (!cfg.keep) cleanups.push(() => s3Delete(keys));
+      if (!cfg.keep) cleanups.push(() => s3Free(keys, expectedBytes));
       fs.writeFileSync(list, urls.map((x, i) =>
         `${x.url}\n${x.size}\n${x.mime.replace(/\s/g, '')}\n${S3.endpoint}/${S3.bucket}/${keys[i]}\n`).join(''));
       // one download piped into one PutObject. S3 wants a Content-Length, not chunks: given
@@ -362,7 +381,7 @@ async function main() {
   }
   const ok = !timedOut && worker.failed === 0 && worker.completed === cfg.jobs && worker.exit === 0 &&
     (!curl || curl.code === 0);
-  if (!ok || worker.warnings) {
+  if (!ok || worker.warnings || E.BENCH_KEEP_LOG === '1') {
     const kept = path.join(path.dirname(cfg.dir), `mi-bench-${RUN}-worker.log`);
     fs.copyFileSync(logPath, kept);
     say(`the worker's log: ${kept}`);
@@ -381,6 +400,18 @@ async function s3AbortUploads() {
       `${S3.endpoint}/${S3.bucket}/${key}?uploadId=${encodeURIComponent(id)}`]);
   }
   if (open.length) say(`aborted ${open.length} multipart uploads left open`);
+}
+
+// Delete objects; after a large run, also let RGW's garbage collector (it starts within
+// rgw_gc_obj_min_wait + rgw_gc_processor_period = 10 s) free them before going on.
+async function s3Free(keys, bytes) {
+  if (!keys.length) return;
+  await s3Delete(keys);
+  if (bytes > 512 * MIB) {
+    say(`deleted ${keys.length} objects; waiting for RGW's garbage collector`);
+    await sleep(11000);
+    await settle('going on');
+  }
 }
 
 async function s3Delete(keys) {
