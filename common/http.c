@@ -77,7 +77,6 @@ struct http_req {
     enum req_state state;
     char *url;
     struct curl_slist *headers;
-    char *sigv4, *user, *pass;
     uint64_t timeout_ms;
     long follow;
     long code;                       /* this response's status, read at its first body byte;
@@ -216,12 +215,6 @@ static void req_destroy(struct http_req *rq)
         easy_put(rq->http, rq->easy);
     curl_slist_free_all(rq->headers);
     free(rq->url);
-    free(rq->sigv4);
-    free(rq->user);
-    if (rq->pass) {
-        explicit_bzero(rq->pass, strlen(rq->pass));
-        free(rq->pass);
-    }
     free(rq->resp.data);
     free(rq->hdrs.data);
     free(rq);
@@ -726,25 +719,6 @@ int http_req_bearer(struct http_req *rq, const char *token)
 }
 
 /**
- * http_req_aws_sigv4() - see http.h.
- */
-int http_req_aws_sigv4(struct http_req *rq, const char *provider, const char *access_key,
-                       const char *secret)
-{
-    if (rq->state != RQ_NEW)
-        return HTTP_E_USAGE;
-    free(rq->sigv4);
-    free(rq->user);
-    free(rq->pass);
-    rq->sigv4 = strdup(provider);
-    rq->user = strdup(access_key);
-    rq->pass = strdup(secret);
-    if (!rq->sigv4 || !rq->user || !rq->pass)
-        return -ENOMEM;
-    return 0;
-}
-
-/**
  * http_req_timeout() - see http.h.
  */
 void http_req_timeout(struct http_req *rq, uint64_t ms)
@@ -831,11 +805,6 @@ static CURLcode req_setup(struct http_req *rq)
         SET(CURLOPT_FOLLOWLOCATION, 1L);
         SET(CURLOPT_MAXREDIRS, rq->follow);
     }
-    if (rq->sigv4) {
-        SET(CURLOPT_AWS_SIGV4, rq->sigv4);
-        SET(CURLOPT_USERNAME, rq->user);
-        SET(CURLOPT_PASSWORD, rq->pass);
-    }
     switch (rq->method) {
     case HTTP_GET:
         SET(CURLOPT_HTTPGET, 1L);
@@ -860,24 +829,24 @@ static CURLcode req_setup(struct http_req *rq)
     }
     if (rq->method == HTTP_PUT || rq->method == HTTP_POST) {
         int64_t size = body_size(rq);   /* -1: unknown (chunked) */
-        struct curl_slist *l;
 
+        /* A removed header ("Expect:") is safe here: nothing below signs the header list
+         * (curl 7.88.1's CURLOPT_AWS_SIGV4 would sign it as present: http-apis.md §B6.2). */
         if (size >= 0 && size < HTTP_EXPECT_MIN && c == CURLE_OK) {
-            l = curl_slist_append(rq->headers, "Expect:");
+            struct curl_slist *l = curl_slist_append(rq->headers, "Expect:");
+
             if (l)
                 rq->headers = l;
             else
                 c = CURLE_OUT_OF_MEMORY;
         }
-    }
-    if (rq->headers)
-        SET(CURLOPT_HTTPHEADER, rq->headers);
-    if (rq->method == HTTP_PUT || rq->method == HTTP_POST) {
         SET(CURLOPT_READFUNCTION, on_read);
         SET(CURLOPT_READDATA, rq);
         SET(CURLOPT_SEEKFUNCTION, on_seek);
         SET(CURLOPT_SEEKDATA, rq);
     }
+    if (rq->headers)
+        SET(CURLOPT_HTTPHEADER, rq->headers);
 #undef SET
     return c;
 }

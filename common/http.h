@@ -140,16 +140,6 @@ int http_req_header(struct http_req *rq, const char *name, const char *value) MI
 /** http_req_bearer() - add "Authorization: Bearer @token" (copied). Return as above. */
 int http_req_bearer(struct http_req *rq, const char *token) MI_MUSTCHECK;
 
-/**
- * http_req_aws_sigv4() - have curl sign the request with SigV4 (CURLOPT_AWS_SIGV4).
- * @provider: "aws:amz:REGION:SERVICE" (always give region and service).
- * The URL must already be canonical (encoded path, sorted and '='-complete query) and
- * an x-amz-content-sha256 header must be set: see http-apis.md §B6. Copied.
- * Return: 0, -ENOMEM, HTTP_E_USAGE after start.
- */
-int http_req_aws_sigv4(struct http_req *rq, const char *provider, const char *access_key,
-                       const char *secret) MI_MUSTCHECK;
-
 /** http_req_timeout() - whole-request deadline in ms (default HTTP_DEFAULT_TIMEOUT_MS). */
 void http_req_timeout(struct http_req *rq, uint64_t ms);
 

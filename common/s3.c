@@ -5,11 +5,12 @@
  * virtual-hosted (https://{bucket}.s3.{region}.amazonaws.com/{key}) otherwise. R2 is the
  * same client with region "auto" and the account's endpoint.
  *
- * Signing: curl's CURLOPT_AWS_SIGV4 under the rules of http-apis.md §B6 for curl 7.88.1:
- * every URL is built here already canonical (key bytes outside A-Za-z0-9-_.~/ encoded
- * with uppercase hex, query keys sorted, "uploads=" with its '=', upload ids encoded),
- * x-amz-content-sha256 is always sent (the body's hex sha256), no header is removed or
- * empty, and header names are never prefixes of one another.
+ * Signing: our own SigV4 (sigv4.h), which signs host, x-amz-date, x-amz-content-sha256
+ * and the call's own headers, and builds the canonical URL that is sent (key bytes outside
+ * A-Za-z0-9-_.~/ encoded with uppercase hex, query keys sorted, "uploads=" with its '=',
+ * upload ids encoded). x-amz-content-sha256 is always sent (the body's hex sha256, or
+ * UNSIGNED-PAYLOAD for parts when MEDIA_S3_PAYLOAD_HASH says so). Headers curl adds or
+ * removes on its own (Expect, Accept) are not signed.
  *
  * Writers stream: accepted bytes go into a part buffer of MEDIA_PART_SIZE bytes taken
  * from the transfer budget. A body that fits one part is sent with PutObject at commit;
