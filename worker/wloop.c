@@ -55,7 +55,8 @@ struct wloop {
     uint64_t token_seq;
 
     struct wjob jobs;             /* in-flight list head (circular) */
-    int inflight;
+    int inflight;                 /* claimed and not yet reported (every state but DONE) */
+    int running;                  /* of which the handler still works on (JOB_RUNNING) */
 
     bool started, stopping, claims_paused, finalized;
     bool claiming, blocking, renewing, checking_stalls;
@@ -98,6 +99,8 @@ static void job_set_state(struct wjob *j, enum job_state s)
         }
         abort();
     }
+    if (j->state == JOB_RUNNING)
+        j->w->running--;
     if (log_begin(&r, j->w->log, LOG_DEBUG, "job state")) {
         log_str(&r, "job", j->job->id);
         log_str(&r, "from", job_state_names[j->state]);
@@ -250,6 +253,11 @@ static void job_end(struct wjob *j, bool success, const char *value, bool perman
     }
     j->finish_deadline = mi_mono_ms() + 5 * 60 * 1000;
     send_finish(j);
+    /* The handler is done with it: claim the next job now, so that the claim goes out in
+     * the same write as this report (Redis runs them in that order on one connection, so
+     * the queue never sees more than the concurrency active) and one round trip per job
+     * is saved. */
+    pump(j->w);
 }
 
 void wjob_complete(struct wjob *j, const char *returnvalue)
@@ -311,6 +319,7 @@ static void job_begin(struct wloop *w, struct bmq_job *b)
     w->jobs.prev->next = j;
     w->jobs.prev = j;
     w->inflight++;
+    w->running++;
 
     const char *refuse = refuse_reason(b, buf, sizeof(buf));
     if (refuse) {
@@ -420,7 +429,9 @@ static void pump(struct wloop *w)
 {
     if (!w->started || w->stopping || w->claims_paused || w->claiming || w->blocking)
         return;
-    if (w->inflight >= w->cfg->concurrency)
+    /* Jobs whose report is still on its way do not count, but only up to a second
+     * concurrency's worth (their reports may be stuck on a Redis outage). */
+    if (w->running >= w->cfg->concurrency || w->inflight >= 2 * w->cfg->concurrency)
         return;
     if (!redis_client_ready(w->cmd) || !redis_client_ready(w->block))
         return;
