@@ -16,7 +16,9 @@
  * from the transfer budget. A body that fits one part is sent with PutObject at commit;
  * a longer one becomes a multipart upload whose full parts are uploaded (at most
  * S3_PART_INFLIGHT at a time per writer) while the next part fills. Every part except
- * the last has exactly the part size, which R2 requires. Any failure after
+ * the last has exactly the part size, which R2 requires. A body announced below the part
+ * size, on a store that checks signed bodies (see verify_probe), is signed with its
+ * expected sha256 and not hashed by storage.c at all. Any failure after
  * CreateMultipartUpload ends with AbortMultipartUpload, so nothing half-written stays.
  *
  * Requests are retried on transport errors, timeouts, 5xx, 429, SlowDown and
@@ -50,6 +52,15 @@
 
 struct s3_writer;
 
+/*
+ * Whether the store refuses a body whose sha256 differs from the signed
+ * x-amz-content-sha256: S3, R2 and Ceph RGW do (XAmzContentSHA256Mismatch), moto and
+ * s3rver do not (http-apis.md B4, 6.4). Learnt once per process by a probe (see
+ * verify_probe); until it answers yes, every body is hashed here.
+ */
+enum s3_verify { VERIFY_UNKNOWN = 0, VERIFY_PROBING, VERIFY_YES, VERIFY_NO };
+#define S3_PROBE_RETRY_MS (60 * 1000)
+
 /* The backend's state (st->priv). */
 struct s3 {
     struct storage *st;
@@ -59,6 +70,9 @@ struct s3 {
     char region[64];
     bool path_style;
     bool unsigned_parts;            /* UploadPart sends UNSIGNED-PAYLOAD (MEDIA_S3_PAYLOAD_HASH) */
+    enum s3_verify verify;          /* does the store check a signed body's sha256? */
+    int64_t probe_after_ms;         /* monotonic: no probe before (after a failed one) */
+    char probe_key[64];
     struct sigv4_key_cache key_cache; /* the day's signing key (wiped in s3_fini) */
     uint64_t rnd;                   /* xorshift state for jitter */
 };
@@ -313,6 +327,8 @@ struct s3_call {
     bool data_seen;                  /* bytes were delivered: a retry cannot replay them */
     bool expect_404;                 /* HEAD/GET: 404 is an answer, not a failure */
     bool no_such_upload_ok;          /* Abort: NoSuchUpload counts as done */
+    bool digest_final;               /* a payload sha256 mismatch is an answer (no retry):
+                                        STORAGE_E_DIGEST */
     int attempt;
     bool canceled;
     bool done;
@@ -609,6 +625,12 @@ static int call_classify(struct s3_call *c, struct http_req *rq, int hstatus,
         return STORAGE_E_NOTFOUND;
     if (c->no_such_upload_ok && strcmp(x->code, "NoSuchUpload") == 0)
         return 0;
+    if (c->digest_final && (strcmp(x->code, "XAmzContentSHA256Mismatch") == 0 ||
+                            strcmp(x->code, "BadDigest") == 0))
+        return mi_err_set(err, STORAGE_E_DIGEST,
+                          "s3 %s: the store found that the body's sha256 differs from the "
+                          "expected %.16s... (HTTP %ld %s); nothing was stored",
+                          c->op, c->payload_sha, code, x->code);
     *retry = code >= 500 || code == 429 || retryable_code(x->code);
     if (code == 404 && strcmp(x->code, "NoSuchKey") == 0)
         return mi_err_set(err, STORAGE_E_NOTFOUND, "s3 %s: no such object", c->op);
@@ -1121,9 +1143,12 @@ static void put_send(struct s3_writer *wr)
     if (r == 0)
         r = object_headers(wr, c, wr->w->sha256_hex);
     if (r == 0)
-        /* commit verified the body's sha256 already: sign with it instead of hashing again */
+        /* sign with the body's sha256: commit has verified it, or (digest_by_store) it is
+         * the expected one, which the store checks the body against */
         r = wr->cur ? call_body(c, wr->cur->buf, wr->cur->len, wr->w->sha256_hex, false)
                     : call_body(c, "", 0, NULL, false);
+    if (c)
+        c->digest_final = wr->w->digest_by_store;
     if (r != 0) {
         call_discard(c);
         wr_finish(wr, r, &err);
@@ -1218,9 +1243,80 @@ static void writer_resume(struct s3_writer *wr)
     storage_writer_ready(wr->w);
 }
 
+/* --- does the store check the signed sha256 of a body? ----------------------------------- */
+
+static void probe_deleted(void *ctx, struct s3_call *c, int status, struct http_req *rq,
+                          struct s3_xml *x, const struct mi_err *err)
+{
+    (void)ctx, (void)c, (void)status, (void)rq, (void)x, (void)err;
+}
+
+static void probe_done(void *ctx, struct s3_call *c, int status, struct http_req *rq,
+                       struct s3_xml *x, const struct mi_err *err)
+{
+    struct s3 *s = ctx;
+    struct s3_call *del = NULL;
+    struct mi_err e2 = MI_ERR_INIT;
+
+    (void)c, (void)rq, (void)x, (void)err;
+    if (status == STORAGE_E_DIGEST) {
+        s->verify = VERIFY_YES;
+    } else if (status == 0) {
+        /* Stored although its body does not match what was signed: this store does not
+         * check, so every body is hashed here. Remove the probe (best effort). */
+        s->verify = VERIFY_NO;
+        if (call_new(&del, s, "DeleteObject (probe)", HTTP_DELETE, s->probe_key, NULL, &e2) == 0)
+            call_start(del, probe_deleted, NULL);
+    } else if (status == STORAGE_E_TRANSIENT || status < 0) {
+        s->verify = VERIFY_UNKNOWN;   /* ask again later; hash here meanwhile */
+        s->probe_after_ms = mi_mono_ms() + S3_PROBE_RETRY_MS;
+    } else {
+        s->verify = VERIFY_NO;        /* refused (access denied...): hash here */
+    }
+}
+
+/*
+ * PutObject of a 5-byte body signed as the empty body's sha256: a store that checks
+ * answers XAmzContentSHA256Mismatch and stores nothing. The key is random, under media/
+ * (where the worker's credentials may write), with a messageId no app generates
+ * ("_probe": cuids, uuids and integers never start with '_'), and is deleted again when
+ * a store accepted it.
+ */
+static void verify_probe(struct s3 *s)
+{
+    static const char body[] = "probe";
+    struct mi_err err = MI_ERR_INIT;
+    struct s3_call *c = NULL;
+
+    s->verify = VERIFY_PROBING;
+    snprintf(s->probe_key, sizeof(s->probe_key), "media/_probe/payload-sha256-%016llx",
+             (unsigned long long)rnd_next(s));
+    if (call_new(&c, s, "PutObject (probe)", HTTP_PUT, s->probe_key, NULL, &err) != 0 ||
+        call_body(c, body, sizeof(body) - 1, SIGV4_EMPTY_SHA256, false) != 0) {
+        call_discard(c);
+        s->verify = VERIFY_NO;
+        return;
+    }
+    c->digest_final = true;
+    call_start(c, probe_done, s);
+}
+
+/**
+ * s3_payload_checked() - see s3.h.
+ */
+int s3_payload_checked(const struct storage *st, const char **probe_key)
+{
+    const struct s3 *s = st->priv;
+
+    if (probe_key)
+        *probe_key = s->probe_key;
+    return s->verify == VERIFY_YES ? 1 : s->verify == VERIFY_NO ? 0 : -1;
+}
+
 static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
 {
     struct s3_writer *wr;
+    struct s3 *s = w->st->priv;
 
     /* part buffers come from the process budget: a storage made without one only lists,
      * reads and aborts (media-queue uploads) */
@@ -1230,8 +1326,18 @@ static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
     if (!wr)
         return mi_err_set(err, -ENOMEM, "s3: out of memory");
     wr->w = w;
-    wr->s = w->st->priv;
+    wr->s = s;
     w->priv = wr;
+    if (s->verify == VERIFY_UNKNOWN && mi_mono_ms() >= s->probe_after_ms)
+        verify_probe(s);
+    /*
+     * A body announced below the part size goes out as one PutObject, signed with its
+     * sha256. When the store checks that, hashing it here as well would only repeat the
+     * store's work (about a tenth of the CPU of a small-media job): sign with the
+     * expected sha256 and let the store refuse a mismatch.
+     */
+    w->digest_by_store = s->verify == VERIFY_YES && w->sha256_expected &&
+                         w->expected_size > 0 && w->expected_size < w->st->cfg.part_size;
     return 0;
 }
 

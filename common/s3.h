@@ -69,4 +69,13 @@ int s3_abort_upload(struct storage *st, const char *key, const char *upload_id,
  */
 int s3_uri_encode(const char *in, bool keep_slash, char *out, size_t cap);
 
+/**
+ * s3_payload_checked() - whether the store refuses a PutObject whose body differs from its
+ * signed x-amz-content-sha256 (S3, R2 and Ceph RGW do; moto and s3rver do not). The first
+ * writer starts a probe; small announced bodies skip the local sha256 only once this is 1.
+ * @probe_key: if not NULL, set to the key the probe wrote to ("" before any probe).
+ * Return: 1 yes, 0 no (every body is hashed here), -1 not known yet.
+ */
+int s3_payload_checked(const struct storage *st, const char **probe_key);
+
 #endif

@@ -381,7 +381,7 @@ int storage_writer_write(struct storage_writer *w, const void *buf, size_t len)
     }
     if (len == 0)
         return 0;
-    if (EVP_DigestUpdate(w->sha, buf, len) != 1) {
+    if (!w->digest_by_store && EVP_DigestUpdate(w->sha, buf, len) != 1) {
         w->state = W_FAILED;
         return -ENOMEM;
     }
@@ -410,6 +410,11 @@ const char *storage_writer_sha256(const struct storage_writer *w)
 
 static int writer_digest(struct storage_writer *w)
 {
+    if (w->digest_by_store) {
+        /* the store refuses the body unless its sha256 is this one */
+        memcpy(w->sha256_hex, w->sha256_expected, sizeof(w->sha256_hex));
+        return 0;
+    }
     return sigv4_sha256_final_hex(w->sha, w->sha256_hex);
 }
 

@@ -54,7 +54,8 @@ enum storage_kind { STORAGE_LOCAL = 0, STORAGE_S3, STORAGE_R2 };
 /* Configuration, filled from the environment by the executables (contract.md). */
 /*
  * x-amz-content-sha256 of UploadPart requests. PutObject is always signed with the body's
- * sha256, which the writer has computed anyway. AUTO (the default, as botocore does): hash
+ * sha256: the one the writer computed, or, for a small announced body on a store that
+ * refuses a mismatch (s3_payload_checked()), the expected one, which the store checks. AUTO (the default, as botocore does): hash
  * each part over http, UNSIGNED-PAYLOAD over https, where TLS protects the bytes in transit
  * and the writer still verifies the whole body's sha256 before Complete.
  */

@@ -86,6 +86,10 @@ struct storage_writer {
     uint64_t expected_size;       /* 0: unknown */
     uint64_t bytes;               /* accepted so far */
     EVP_MD_CTX *sha;              /* running sha256 of the accepted bytes */
+    /* Set by ops->writer_open(): the store itself checks the body against sha256_expected
+     * (a PutObject signed with it, on a store that refuses a mismatch), so storage.c
+     * neither hashes nor compares, and the backend reports a mismatch as STORAGE_E_DIGEST. */
+    bool digest_by_store;
     char sha256_hex[65];          /* filled at commit */
     int state;                    /* storage.c's */
     int status;                   /* storage.c's: the status reported at the end */

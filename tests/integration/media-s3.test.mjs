@@ -192,3 +192,35 @@ test('1,000 mixed jobs (images, voice notes, 16 MB videos, 100 MB documents): al
   }
   assert.deepEqual(await openUploads(), []);
 });
+
+test('a corrupted download of a small image is refused by RGW itself, retried, then stored byte-exact', async () => {
+  // Small announced bodies are signed with Graph's sha256 and not hashed again by the worker
+  // once RGW has shown (by the worker's startup probe) that it refuses a mismatch.
+  await control(fake, 'POST', 'media', [
+    { id: 'corrupt-s7', size: 90000, mime: 'image/jpeg', faults: [{ on: 'download', corrupt: true, times: 1 }] },
+  ]);
+  const media = ['img-20kb-s6', 'corrupt-s7'];
+  const ids = await insertMessages(db.schema, media);
+  await freshKeys(ids, media);
+  const w = startWorker(name, env(), process.env.MEDIA_INGEST_WORKER);
+  cleanups.push(() => stopWorker(w));
+  // one at a time: the second job starts once the probe has answered
+  const run = async (i) => {
+    const added = await queue.add('ingest', { messageId: ids[i], providerMediaId: media[i] }, { attempts: 3 });
+    await waitFor(async () => ['completed', 'failed'].includes(await queue.getJobState(added.id)),
+      { what: `${media[i]} finished`, timeout: 30000, interval: 100 });
+    const job = await queue.getJob(added.id);
+    assert.equal(await job.getState(), 'completed', job.failedReason);
+    return job;
+  };
+  await run(0);
+  const j = await run(1);
+  assert.equal(j.attemptsMade, 1, 'retried inside the job');
+  assert.match(w.logs, /the store found that the body's sha256 differs .*XAmzContentSHA256Mismatch/);
+  const per = (await control(fake, 'GET', 'stats')).perId;
+  assert.equal(per['corrupt-s7'].downloads, 2);
+  const meta = await control(fake, 'GET', 'media/corrupt-s7');
+  const body = await s3curl([objUrl(`media/${ids[1]}/corrupt-s7`)], { binary: true });
+  assert.equal(createHash('sha256').update(body).digest('hex'), meta.sha256);
+  assert.equal(await stopWorker(w), 0);
+});

@@ -353,6 +353,33 @@ static void digest_mismatch(uint64_t size)
     storage_meta_clear(&rb.meta);
 }
 
+/*
+ * A small announced body goes out as one PutObject signed with the expected sha256. RGW
+ * checks it, so the writer leaves the check to the store; moto does not (its probe object
+ * is deleted again), so the writer hashes. A wrong sha256 fails either way, storing nothing.
+ */
+static void store_digest_check(void)
+{
+    char key[64] = "media/79/announced-mismatch";
+    const char *probe = NULL;
+    int want = strcmp(mode, "moto") == 0 ? 0 : 1;
+    struct upload u;
+    struct readback rb;
+    const char *wrong = "00000000000000000000000000000000000000000000000000000000000000ff";
+
+    TAP_EQ_INT(s3_payload_checked(st, &probe), want);
+    TAP_CHECK(strncmp(probe, "media/_probe/payload-sha256-", 28) == 0);
+    TAP_EQ_INT(head(probe, &rb), STORAGE_E_NOTFOUND);
+    storage_meta_clear(&rb.meta);
+    TAP_EQ_INT(upload(key, 1000, 79, wrong, true, &u), STORAGE_E_DIGEST);
+    TAP_EQ_INT(u.done_calls, 1);
+    printf("# %s\n", u.msg);
+    TAP_CHECK(strstr(u.msg, want ? "the store found that the body's sha256 differs"
+                                 : "sha256 of the body") != NULL);
+    TAP_EQ_INT(head(key, &rb), STORAGE_E_NOTFOUND);
+    storage_meta_clear(&rb.meta);
+}
+
 struct sweep {
     int calls, status;
     struct s3_orphan_stats stats;
@@ -645,6 +672,7 @@ int main(int argc, char **argv)
     aborted_midstream();
     digest_mismatch(1000);
     digest_mismatch(11 * MiB + 3);
+    store_digest_check();
     orphan_sweep(access, secret, bucket, region);
 
     storage_free(st);
