@@ -58,6 +58,7 @@ struct mi_http {
     size_t fair_paused;
     int open_handles;                /* our handles still open: free when 0 */
     char *user_agent;
+    bool proxy_env;                  /* a proxy variable is set: curl reads them per request */
     size_t active;
     CURL *idle_easy[HTTP_EASY_POOL]; /* ended requests' handles, reset, for the next ones */
     size_t n_idle;
@@ -507,6 +508,22 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 
 /* --- the adapter ----------------------------------------------------------------- */
 
+/* Whether any variable libcurl takes a proxy from is set (the environment does not change
+ * while we run). */
+static bool proxy_env_set(void)
+{
+    static const char *const vars[] = { "http_proxy", "HTTP_PROXY", "https_proxy",
+                                        "HTTPS_PROXY", "all_proxy", "ALL_PROXY" };
+
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i]);
+
+        if (v && v[0])
+            return true;
+    }
+    return false;
+}
+
 /**
  * http_new() - see http.h.
  */
@@ -523,6 +540,7 @@ int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
         goto fail;
     h->epfd = -1;
     h->loop = loop;
+    h->proxy_env = proxy_env_set();
     h->user_agent = strdup(HTTP_UA_DEFAULT);
     h->multi = curl_multi_init();
     if (!h->multi || !h->user_agent)
@@ -794,6 +812,10 @@ static CURLcode req_setup(struct http_req *rq)
     SET(CURLOPT_TIMEOUT_MS, (long)rq->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
     SET(CURLOPT_USERAGENT, rq->http->user_agent);
+    /* No proxy variable: say so, and curl skips looking for them (and NO_PROXY) in the
+     * environment on every request. With one set, curl applies them as always. */
+    if (!rq->http->proxy_env)
+        SET(CURLOPT_PROXY, "");
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     /* Servers that never answer 100 (R2) would otherwise cost a second per upload. */
     SET(CURLOPT_EXPECT_100_TIMEOUT_MS, 50L);

@@ -11,6 +11,8 @@
 //   GET  /cut              destroys the connection without answering
 //   GET  /headers          answers X-One: 1 and X-Two: two words
 //   GET  /conn             answers the client's remote port (to observe connection reuse)
+//   GET  /target           answers the request target as received: "/target", or the absolute
+//                          URL a client sends to a proxy (this server acts as that proxy)
 import http from 'node:http';
 import crypto from 'node:crypto';
 
@@ -70,6 +72,10 @@ const server = http.createServer((req, res) => {
   if (path === '/headers') {
     res.writeHead(200, { 'X-One': '1', 'X-Two': '  two words  ' });
     return res.end('h');
+  }
+  if (path === '/target') {
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    return res.end(req.url);
   }
   if (path === '/conn') {
     res.writeHead(200, { 'Content-Type': 'text/plain' });

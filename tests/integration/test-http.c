@@ -384,6 +384,31 @@ int main(void)
         TAP_EQ_INT(ok, 20);
     }
 
+    /* Without proxy variables, requests go straight to the server... */
+    rq = mk(HTTP_GET, "/target");
+    run(rq, &r);
+    TAP_EQ_INT(r.code, 200);
+    TAP_EQ_STR(r.body, "/target");
+    /* ...and an adapter made while http_proxy is set sends them through that proxy (here the
+     * test server itself, which sees the absolute URL). */
+    {
+        struct mi_http *direct = http;
+        char url[128];
+
+        setenv("http_proxy", base, 1);
+        TAP_EQ_INT(http_new(&http, &loop, &err), 0);
+        snprintf(url, sizeof(url), "http://media-ingest-proxy-test.invalid:9/target");
+        rq = NULL;
+        TAP_EQ_INT(http_req_new(&rq, http, HTTP_GET, url, &err), 0);
+        run(rq, &r);
+        TAP_EQ_INT(r.code, 200);
+        TAP_EQ_STR(r.body, url);
+        unsetenv("http_proxy");
+        http_free(http);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        http = direct;
+    }
+
     /* http_free() cancels what still runs, synchronously. */
     rq = mk(HTTP_GET, "/slow?ms=5000");
     memset(&r, 0, sizeof(r));
