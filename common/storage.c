@@ -115,13 +115,17 @@ int storage_new(struct storage **stp, uv_loop_t *loop, struct mi_http *http,
     st->loop = loop;
     st->http = http;
     st->budget = budget;
-    if (config_copy(&st->cfg, cfg) < 0) {
+    /* fetched once: EVP_sha256() in every writer would look the digest up each time */
+    st->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!st->sha256 || config_copy(&st->cfg, cfg) < 0) {
+        EVP_MD_free(st->sha256);
         free(st);
         return mi_err_set(err, -ENOMEM, "storage: out of memory");
     }
     r = st->ops->init(st, err);
     if (r != 0) {
         config_free(&st->cfg);
+        EVP_MD_free(st->sha256);
         free(st);
         return r;
     }
@@ -143,6 +147,7 @@ void storage_free(struct storage *st)
         return;
     st->ops->fini(st);
     config_free(&st->cfg);
+    EVP_MD_free(st->sha256);
     free(st);
 }
 
@@ -328,11 +333,9 @@ int storage_writer_open(struct storage *st, const char *key,
     if (!w)
         return mi_err_set(err, -ENOMEM, "storage: out of memory");
     w->st = st;
-    w->sha = EVP_MD_CTX_new();
-    if (!w->sha || dup_str(&w->key, key) < 0 ||
+    if (dup_str(&w->key, key) < 0 ||
         dup_str(&w->content_type, opts ? opts->content_type : NULL) < 0 ||
-        dup_str(&w->sha256_expected, opts ? opts->sha256_hex : NULL) < 0 ||
-        EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1) {
+        dup_str(&w->sha256_expected, opts ? opts->sha256_hex : NULL) < 0) {
         writer_release(w);
         return mi_err_set(err, -ENOMEM, "storage: out of memory");
     }
@@ -345,6 +348,14 @@ int storage_writer_open(struct storage *st, const char *key,
     if (r != 0) {
         writer_release(w);
         return r;
+    }
+    /* after writer_open, which says whether the store checks the digest instead */
+    if (!w->digest_by_store &&
+        (!(w->sha = EVP_MD_CTX_new()) || EVP_DigestInit_ex2(w->sha, st->sha256, NULL) != 1)) {
+        if (st->ops->writer_free)
+            st->ops->writer_free(w);
+        writer_release(w);
+        return mi_err_set(err, -ENOMEM, "storage: out of memory");
     }
     uv_timer_init(st->loop, &w->defer);
     w->defer.data = w;

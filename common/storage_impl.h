@@ -72,6 +72,7 @@ struct storage {
     uv_loop_t *loop;              /* borrowed */
     struct mi_http *http;         /* borrowed, NULL for local */
     struct mi_budget *budget;     /* borrowed */
+    EVP_MD *sha256;               /* the writers' digest, fetched once */
     size_t writers;               /* open writers */
     size_t pending;               /* requests and deferred deliveries in flight: backends
                                      count theirs (storage_busy() is writers + pending) */
