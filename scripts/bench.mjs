@@ -269,9 +269,26 @@ async function main() {
   const deadline = Date.now() + cfg.timeoutS * 1000;
   let counts;
   let timedOut = false;
+  let ended = -1, progressAt = Date.now(), healthAt = 0;
   for (;;) {
     counts = await queue.getJobCounts('completed', 'failed', 'active', 'wait');
     if (counts.completed + counts.failed >= cfg.jobs) break;
+    if (counts.completed + counts.failed !== ended) {
+      ended = counts.completed + counts.failed;
+      progressAt = Date.now();
+    } else if (cfg.storage === 's3' && Date.now() - progressAt > 20000 && Date.now() - healthAt > 20000) {
+      // No job ended for 20 s: an OSD that filled up during the run takes no more writes,
+      // and every upload would wait out its deadline until the run times out.
+      healthAt = Date.now();
+      const h = await execFileP(path.join(REPO, 'scripts/rgw.sh'), ['ceph', 'health'], { timeout: 15000 })
+        .then((r) => r.stdout, (e) => String(e.stdout || ''));
+      if (/full osd/.test(h)) {
+        rgwFull = true;   // the cleanups' deletes would hang too: a restart drops everything
+        w.kill('SIGKILL');
+        throw new Error(`no job ended for 20 s and RGW's OSD is full (ceph health: ${h.trim().slice(0, 200)}); ` +
+          'restart it: scripts/rgw.sh down && MI_RGW_MEMSTORE_GB=12 scripts/rgw.sh up');
+      }
+    }
     if (w.exitCode !== null || w.signalCode !== null) {
       throw new Error(`the worker exited (${w.exitCode ?? w.signalCode}); see the tail of ${logPath}:\n` +
         fs.readFileSync(logPath, 'utf8').split('\n').slice(-15).join('\n'));
@@ -390,7 +407,11 @@ async function main() {
 }
 
 // multipart uploads of this run left open (a worker that crashed or was killed)
+// Set when RGW's OSD is found full: it takes no writes, deletes included.
+let rgwFull = false;
+
 async function s3AbortUploads() {
+  if (rgwFull) return;
   const { stdout } = await execFileP('curl', ['-sS', '--fail', ...sigv4(),
     `${S3.endpoint}/${S3.bucket}?prefix=media%2F&uploads=`], { maxBuffer: 64 * MIB });
   const open = [...stdout.matchAll(/<Key>([^<]*)<\/Key>\s*<UploadId>([^<]*)<\/UploadId>/g)]
@@ -405,7 +426,7 @@ async function s3AbortUploads() {
 // Delete objects; after a large run, also let RGW's garbage collector (it starts within
 // rgw_gc_obj_min_wait + rgw_gc_processor_period = 10 s) free them before going on.
 async function s3Free(keys, bytes) {
-  if (!keys.length) return;
+  if (!keys.length || rgwFull) return;
   await s3Delete(keys);
   if (bytes > 512 * MIB) {
     say(`deleted ${keys.length} objects; waiting for RGW's garbage collector`);
