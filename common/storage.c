@@ -333,9 +333,13 @@ int storage_writer_open(struct storage *st, const char *key,
     if (!w)
         return mi_err_set(err, -ENOMEM, "storage: out of memory");
     w->st = st;
-    if (dup_str(&w->key, key) < 0 ||
+    /* Made before the backend opens (a local writer has a temp file by then), even though
+     * a writer whose store checks the digest (digest_by_store) never feeds it. */
+    w->sha = EVP_MD_CTX_new();
+    if (!w->sha || dup_str(&w->key, key) < 0 ||
         dup_str(&w->content_type, opts ? opts->content_type : NULL) < 0 ||
-        dup_str(&w->sha256_expected, opts ? opts->sha256_hex : NULL) < 0) {
+        dup_str(&w->sha256_expected, opts ? opts->sha256_hex : NULL) < 0 ||
+        EVP_DigestInit_ex2(w->sha, st->sha256, NULL) != 1) {
         writer_release(w);
         return mi_err_set(err, -ENOMEM, "storage: out of memory");
     }
@@ -348,14 +352,6 @@ int storage_writer_open(struct storage *st, const char *key,
     if (r != 0) {
         writer_release(w);
         return r;
-    }
-    /* after writer_open, which says whether the store checks the digest instead */
-    if (!w->digest_by_store &&
-        (!(w->sha = EVP_MD_CTX_new()) || EVP_DigestInit_ex2(w->sha, st->sha256, NULL) != 1)) {
-        if (st->ops->writer_free)
-            st->ops->writer_free(w);
-        writer_release(w);
-        return mi_err_set(err, -ENOMEM, "storage: out of memory");
     }
     uv_timer_init(st->loop, &w->defer);
     w->defer.data = w;

@@ -55,9 +55,10 @@ enum storage_kind { STORAGE_LOCAL = 0, STORAGE_S3, STORAGE_R2 };
 /*
  * x-amz-content-sha256 of UploadPart requests. PutObject is always signed with the body's
  * sha256: the one the writer computed, or, for a small announced body on a store that
- * refuses a mismatch (s3_payload_checked()), the expected one, which the store checks. AUTO (the default, as botocore does): hash
- * each part over http, UNSIGNED-PAYLOAD over https, where TLS protects the bytes in transit
- * and the writer still verifies the whole body's sha256 before Complete.
+ * refuses a mismatch (s3_payload_checked()), the expected one, which the store checks.
+ * AUTO (the default, as botocore does): hash each part over http, UNSIGNED-PAYLOAD over
+ * https, where TLS protects the bytes in transit and the writer still verifies the whole
+ * body's sha256 before Complete.
  */
 enum storage_payload_hash { STORAGE_PAYLOAD_AUTO, STORAGE_PAYLOAD_SIGNED, STORAGE_PAYLOAD_UNSIGNED };
 
