@@ -183,6 +183,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 
 async function main() {
   const { Queue } = await import('bullmq');
+  await rgwCheckFull('before the run');
   const storeRoot = path.join(cfg.dir, 'store');
   const curlRoot = path.join(cfg.dir, 'curl');
   fs.mkdirSync(storeRoot, { recursive: true });
@@ -276,18 +277,10 @@ async function main() {
     if (counts.completed + counts.failed !== ended) {
       ended = counts.completed + counts.failed;
       progressAt = Date.now();
-    } else if (cfg.storage === 's3' && Date.now() - progressAt > 20000 && Date.now() - healthAt > 20000) {
-      // No job ended for 20 s: an OSD that filled up during the run takes no more writes,
-      // and every upload would wait out its deadline until the run times out.
+    } else if (Date.now() - progressAt > 20000 && Date.now() - healthAt > 20000) {
+      // no job ended for 20 s: the OSD may have filled up during the run
       healthAt = Date.now();
-      const h = await execFileP(path.join(REPO, 'scripts/rgw.sh'), ['ceph', 'health'], { timeout: 15000 })
-        .then((r) => r.stdout, (e) => String(e.stdout || ''));
-      if (/full osd/.test(h)) {
-        rgwFull = true;   // the cleanups' deletes would hang too: a restart drops everything
-        w.kill('SIGKILL');
-        throw new Error(`no job ended for 20 s and RGW's OSD is full (ceph health: ${h.trim().slice(0, 200)}); ` +
-          'restart it: scripts/rgw.sh down && MI_RGW_MEMSTORE_GB=12 scripts/rgw.sh up');
-      }
+      await rgwCheckFull('no job ended for 20 s', () => w.kill('SIGKILL'));
     }
     if (w.exitCode !== null || w.signalCode !== null) {
       throw new Error(`the worker exited (${w.exitCode ?? w.signalCode}); see the tail of ${logPath}:\n` +
@@ -406,10 +399,26 @@ async function main() {
   return ok ? 0 : 1;
 }
 
-// multipart uploads of this run left open (a worker that crashed or was killed)
 // Set when RGW's OSD is found full: it takes no writes, deletes included.
 let rgwFull = false;
 
+// A full OSD takes no writes: every upload waits out its deadline (seen after many large
+// runs, whose freed objects wait for RGW's garbage collector in a RAM-backed memstore, and
+// when one run fills a small memstore). With s3 storage, throws when scripts/rgw.sh's gateway
+// says so (any other endpoint: `rgw.sh ceph` fails, and nothing is known); before
+// throwing, onFull() runs and the cleanups' deletes are turned off (a restart drops all).
+async function rgwCheckFull(when, onFull = () => {}) {
+  if (cfg.storage !== 's3') return;
+  const h = await execFileP(path.join(REPO, 'scripts/rgw.sh'), ['ceph', 'health'], { timeout: 15000 })
+    .then((r) => r.stdout, (e) => String(e.stdout || ''));
+  if (!/full osd/.test(h)) return;
+  rgwFull = true;
+  onFull();
+  throw new Error(`${when}: RGW's OSD is full (ceph health: ${h.trim().slice(0, 200)}); restart it: ` +
+    'scripts/rgw.sh down && MI_RGW_MEMSTORE_GB=12 scripts/rgw.sh up (the size in GiB)');
+}
+
+// multipart uploads of this run left open (a worker that crashed or was killed)
 async function s3AbortUploads() {
   if (rgwFull) return;
   const { stdout } = await execFileP('curl', ['-sS', '--fail', ...sigv4(),
