@@ -74,6 +74,8 @@ struct s3 {
     enum s3_verify verify;          /* does the store check a signed body's sha256? */
     int64_t probe_after_ms;         /* monotonic: no probe before (after a failed one) */
     char probe_key[64];
+    s3_verdict_cb verdict_cb;       /* told each probe answer, may be NULL */
+    void *verdict_ctx;
     struct sigv4_key_cache key_cache; /* the day's signing key (wiped in s3_fini) */
     uint64_t rnd;                   /* xorshift state for jitter */
 };
@@ -1260,7 +1262,7 @@ static void probe_done(void *ctx, struct s3_call *c, int status, struct http_req
     struct s3_call *del = NULL;
     struct mi_err e2 = MI_ERR_INIT;
 
-    (void)c, (void)rq, (void)x, (void)err;
+    (void)c, (void)rq, (void)x;
     if (status == STORAGE_E_DIGEST) {
         s->verify = VERIFY_YES;
     } else if (status == 0) {
@@ -1275,6 +1277,8 @@ static void probe_done(void *ctx, struct s3_call *c, int status, struct http_req
     } else {
         s->verify = VERIFY_NO;        /* refused (access denied...): hash here */
     }
+    if (s->verdict_cb)
+        s->verdict_cb(s->verdict_ctx, s3_payload_checked(s->st, NULL), err);
 }
 
 /*
@@ -1313,6 +1317,17 @@ int s3_payload_checked(const struct storage *st, const char **probe_key)
     if (probe_key)
         *probe_key = s->probe_key;
     return s->verify == VERIFY_YES ? 1 : s->verify == VERIFY_NO ? 0 : -1;
+}
+
+/**
+ * s3_on_payload_verdict() - see s3.h.
+ */
+void s3_on_payload_verdict(struct storage *st, s3_verdict_cb cb, void *ctx)
+{
+    struct s3 *s = st->priv;
+
+    s->verdict_cb = cb;
+    s->verdict_ctx = ctx;
 }
 
 static int s3_writer_open(struct storage_writer *w, struct mi_err *err)

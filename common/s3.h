@@ -78,4 +78,16 @@ int s3_uri_encode(const char *in, bool keep_slash, char *out, size_t cap);
  */
 int s3_payload_checked(const struct storage *st, const char **probe_key);
 
+/*
+ * Called once per probe answer: @checked as s3_payload_checked() returns it; -1 means the
+ * probe failed transiently (@err says why) and is asked again after a minute.
+ */
+typedef void (*s3_verdict_cb)(void *ctx, int checked, const struct mi_err *err);
+
+/**
+ * s3_on_payload_verdict() - have @cb told each answer of the payload-check probe (so the
+ * worker can log it). @ctx must outlive the storage's requests (storage_busy() is 0).
+ */
+void s3_on_payload_verdict(struct storage *st, s3_verdict_cb cb, void *ctx);
+
 #endif

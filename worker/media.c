@@ -279,6 +279,29 @@ static void update_claims(struct media *m)
 
 static void on_probe_timer(uv_timer_t *t);
 
+/* The answer of the storage's probe: does the store check a signed body's sha256? */
+static void on_payload_verdict(void *ctx, int checked, const struct mi_err *err)
+{
+    struct media *m = ctx;
+    const char *msg;
+
+    if (checked > 0)
+        msg = "the store refuses a body that differs from its signed sha256: bodies below "
+              "MEDIA_PART_SIZE are not hashed again here";
+    else if (checked == 0)
+        msg = "the store does not check a body's signed sha256: every body is hashed here";
+    else
+        msg = "could not learn whether the store checks a body's signed sha256; every body "
+              "is hashed here until it is asked again in a minute";
+    /* a yes comes with the store's refusal of the probe: nothing to add */
+    if (checked < 0)
+        log_msg(m->log, LOG_WARN, msg, "%s", err ? err->msg : "");
+    else if (checked == 0 && err && err->msg[0])
+        log_msg(m->log, LOG_INFO, msg, "%s", err->msg);
+    else
+        log_msg(m->log, LOG_INFO, msg, NULL);
+}
+
 static void set_token_bad(struct media *m, const char *why)
 {
     if (!m->token_bad)
@@ -1039,6 +1062,8 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
             goto fail2;
         goto fail1;
     }
+    if (sc.kind != STORAGE_LOCAL)
+        s3_on_payload_verdict(m->st, on_payload_verdict, m);
     struct graph_client_opts go = {
         .base_url = cfg->graph_url,
         .version = cfg->api_version,

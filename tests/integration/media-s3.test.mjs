@@ -204,7 +204,6 @@ test('a corrupted download of a small image is refused by RGW itself, retried, t
   await freshKeys(ids, media);
   const w = startWorker(name, env(), process.env.MEDIA_INGEST_WORKER);
   cleanups.push(() => stopWorker(w));
-  // one at a time: the second job starts once the probe has answered
   const run = async (i) => {
     const added = await queue.add('ingest', { messageId: ids[i], providerMediaId: media[i] }, { attempts: 3 });
     await waitFor(async () => ['completed', 'failed'].includes(await queue.getJobState(added.id)),
@@ -214,6 +213,10 @@ test('a corrupted download of a small image is refused by RGW itself, retried, t
     return job;
   };
   await run(0);
+  // The first job started the probe, which RGW answers tens of ms after that job's own
+  // PutObject: the corrupted job must come after the answer.
+  await waitFor(async () => /the store refuses a body that differs from its signed sha256/.test(w.logs),
+    { what: 'the payload-check verdict in the log (a failed probe is asked again after 60 s)', timeout: 75000, interval: 50 });
   const j = await run(1);
   assert.equal(j.attemptsMade, 1, 'retried inside the job');
   assert.match(w.logs, /the store found that the body's sha256 differs .*XAmzContentSHA256Mismatch/);

@@ -33,6 +33,7 @@ static struct storage *st;
 static struct mi_budget *budget;
 static const char *mode;
 static char endpoint[256], proxy_base[256];
+static int verdict_calls, verdict_last = -2;   /* the payload-check probe's answers */
 
 /* --- deterministic bodies ------------------------------------------------------------ */
 
@@ -353,6 +354,15 @@ static void digest_mismatch(uint64_t size)
     storage_meta_clear(&rb.meta);
 }
 
+static void on_verdict(void *ctx, int checked, const struct mi_err *err)
+{
+    (void)ctx;
+    verdict_calls++;
+    verdict_last = checked;
+    printf("# payload-check probe: %d%s%s\n", checked, err && err->msg[0] ? ": " : "",
+           err ? err->msg : "");
+}
+
 /*
  * A small announced body goes out as one PutObject signed with the expected sha256. RGW
  * checks it, so the writer leaves the check to the store; moto does not (its probe object
@@ -368,6 +378,9 @@ static void store_digest_check(void)
     const char *wrong = "00000000000000000000000000000000000000000000000000000000000000ff";
 
     TAP_EQ_INT(s3_payload_checked(st, &probe), want);
+    /* the worker logs the answer: told once (fault mode may fail a probe, asked again) */
+    TAP_EQ_INT(verdict_last, want);
+    TAP_CHECK(strcmp(mode, "fault") == 0 ? verdict_calls >= 1 : verdict_calls == 1);
     TAP_CHECK(strncmp(probe, "media/_probe/payload-sha256-", 28) == 0);
     TAP_EQ_INT(head(probe, &rb), STORAGE_E_NOTFOUND);
     storage_meta_clear(&rb.meta);
@@ -640,6 +653,7 @@ int main(int argc, char **argv)
         return tap_done();
     }
     TAP_EQ_STR(storage_kind_name(st), cfg.kind == STORAGE_R2 ? "r2" : "s3");
+    s3_on_payload_verdict(st, on_verdict, NULL);
 
     /* The server checks signatures: a wrong secret is refused, as a permanent error. */
     {
