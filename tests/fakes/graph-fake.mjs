@@ -30,8 +30,7 @@
 //     text/html page, as Meta does for clients that look like bots); bad hash: 403;
 //     expired (clock > ext) or deleted media: 404. Body: deterministic bytes of the media
 //     (AES-128-CTR keystream keyed by sha256(seed), seed = media id by default), so any
-//     size needs no memory and any Range is cheap (bodies up to 1 MiB are generated once for
-//     their sha256 and kept for the download, 32 MiB of them at most). Content-Type = mime type (or
+//     size needs no memory and any Range is cheap. Content-Type = mime type (or
 //     application/octet-stream with contentType "octet"), Content-Length, Accept-Ranges,
 //     Range: one range "bytes=a-b" | "a-" | "-n" -> 206 + Content-Range; unsatisfiable ->
 //     416 + "Content-Range: bytes */SIZE"; several ranges -> the whole body (200).
@@ -87,12 +86,6 @@ const KIB = 1024;
 const MIB = 1024 * 1024;
 const CHUNK = 64 * KIB;
 const SHARED_CONTENT_MIN = 8 * MIB;
-// Bodies up to BODY_CACHE_ITEM are generated once, when their sha256 is first needed (the
-// lookup), and kept for the download that follows, up to BODY_CACHE_MAX bytes in all
-// (least recently used dropped first): a bench of small media otherwise generated every
-// body twice, in the process that shares the machine with the worker.
-const BODY_CACHE_ITEM = 1 * MIB;
-const BODY_CACHE_MAX = 32 * MIB;
 const MAX_CONTROL_BODY = 1 * MIB;
 
 const KINDS = {
@@ -230,30 +223,6 @@ export async function startGraphFake(opts = {}) {
   };
   const secret = crypto.randomBytes(32);
   const shaCache = new Map();   // seed|size -> Promise<Buffer(32)>
-  const bodyCache = new Map();  // seed|size -> Buffer (the whole body), oldest use first
-  let bodyCacheBytes = 0;
-
-  function cachedBody(m) {
-    const k = `${m.seed}|${m.size}`;
-    const b = bodyCache.get(k);
-    if (b) {
-      bodyCache.delete(k);
-      bodyCache.set(k, b);
-    }
-    return b;
-  }
-
-  function keepBody(m, b) {
-    const k = `${m.seed}|${m.size}`;
-    if (bodyCache.has(k)) return;
-    bodyCache.set(k, b);
-    bodyCacheBytes += b.length;
-    for (const [old, ob] of bodyCache) {
-      if (bodyCacheBytes <= BODY_CACHE_MAX) break;
-      bodyCache.delete(old);
-      bodyCacheBytes -= ob.length;
-    }
-  }
   let st;
 
   function reset() {
@@ -333,12 +302,6 @@ export async function startGraphFake(opts = {}) {
   function sha256Of(m) {
     const k = `${m.seed}|${m.size}`;
     let p = shaCache.get(k);
-    if (!p && m.size <= BODY_CACHE_ITEM) {
-      const body = streamBytes(keyOf(m.seed), 0, m.size);
-      keepBody(m, body);
-      p = Promise.resolve(crypto.createHash('sha256').update(body).digest());
-      shaCache.set(k, p);
-    }
     if (!p) {
       p = new Promise((resolve) => {
         const h = crypto.createHash('sha256');
@@ -625,9 +588,7 @@ export async function startGraphFake(opts = {}) {
     res.writeHead(status, headers);
     if (req.method === 'HEAD') return res.end();
 
-    // the whole body when the lookup generated it (never mutated: a corrupt fault copies)
-    const whole = cachedBody(m);
-    const key = whole ? null : keyOf(m.seed);
+    const key = keyOf(m.seed);
     const cutAfter = f && f.cutAfter !== undefined ? f.cutAfter : Infinity;
     const rate = f && f.bytesPerSec ? f.bytesPerSec : 0;
     const flip = f && f.corrupt ? Math.floor(len / 2) : -1;
@@ -642,12 +603,8 @@ export async function startGraphFake(opts = {}) {
         if (rate) n = Math.min(n, Math.max(1, Math.floor(rate / 10)));
         if (sent + n > cutAfter) n = cutAfter - sent;
         if (n > 0) {
-          let buf = whole ? whole.subarray(start + sent, start + sent + n)
-            : streamBytes(key, start + sent, n);
-          if (flip >= sent && flip < sent + n) {
-            if (whole) buf = Buffer.from(buf);
-            buf[flip - sent] ^= 0x5a;
-          }
+          const buf = streamBytes(key, start + sent, n);
+          if (flip >= sent && flip < sent + n) buf[flip - sent] ^= 0x5a;
           const ok = res.write(buf);
           sent += n;
           st.stats.bytesServed += n;

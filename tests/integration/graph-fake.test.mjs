@@ -312,7 +312,6 @@ test('faults: cut body, corrupt body, truncated body, lying file_size, html', as
     { id: '5003', size: 5000, faults: [{ on: 'download', truncate: 4000 }] },
     { id: '5004', size: 5000, fileSizeLie: 123 },
     { id: '5005', size: 5000, faults: [{ on: 'download', html: true }] },
-    { id: '5006', size: 5000, faults: [{ on: 'download', corrupt: true, times: 1 }] },
   ]);
   const cut = await request('GET', (await urlOf('5001')).url, { headers: auth() });
   assert.equal(cut.complete, false);
@@ -332,10 +331,6 @@ test('faults: cut body, corrupt body, truncated body, lying file_size, html', as
   const h = await request('GET', (await urlOf('5005')).url, { headers: auth() });
   assert.equal(h.status, 200);
   assert.match(h.headers['content-type'], /^text\/html/);
-  // the flipped byte is not left in the body the fake keeps between lookup and download
-  const o = await urlOf('5006');
-  assert.notEqual(sha256((await request('GET', o.url, { headers: auth() })).body), o.sha256);
-  assert.equal(sha256((await request('GET', o.url, { headers: auth() })).body), o.sha256);
 });
 
 test('faults: redirects, same origin and foreign origin', async () => {
