@@ -55,7 +55,8 @@ struct mi_http {
     uv_timer_t reap;                 /* completes cancelled requests outside curl */
     uv_prepare_t turn;               /* a new loop turn: resume transfers paused for fairness */
     unsigned turn_no;
-    size_t fair_paused;
+    size_t fair_paused;              /* requests to resume at the next turn (on_turn) */
+    int in_curl;                     /* inside curl_multi_socket_action() or curl_easy_pause() */
     int open_handles;                /* our handles still open: free when 0 */
     char *user_agent;
     bool proxy_env;                  /* a proxy variable is set: curl reads them per request */
@@ -96,7 +97,8 @@ struct http_req {
     struct buf hdrs;                 /* "name\0value\0" pairs of the last response */
 
     bool paused;
-    bool fair_paused;                /* had its share of this loop turn */
+    bool fair_paused;                /* had its share of this loop turn, or was unpaused
+                                        from inside curl: resumed by on_turn */
     unsigned turn_no;
     size_t turn_bytes;
     bool canceled;
@@ -295,7 +297,9 @@ static void on_turn(uv_prepare_t *p)
             if (rq->fair_paused) {
                 rq->fair_paused = false;
                 h->fair_paused--;
+                h->in_curl++;
                 curl_easy_pause(rq->easy, CURLPAUSE_CONT);
+                h->in_curl--;
                 again = true;
                 break;
             }
@@ -309,7 +313,9 @@ static void on_timeout(uv_timer_t *t)
     struct mi_http *h = t->data;
     int running = 0;
 
+    h->in_curl++;
     curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    h->in_curl--;
     drain(h);
 }
 
@@ -363,7 +369,9 @@ static void on_epoll(uv_poll_t *p, int status, int events)
         if ((what & CURL_POLL_OUT) && (e & (EPOLLHUP | EPOLLERR)))
             flags |= CURL_CSELECT_ERR;
         /* A socket that an earlier call in this batch removed is ignored by curl. */
+        h->in_curl++;
         curl_multi_socket_action(h->multi, fd, flags, &running);
+        h->in_curl--;
     }
     drain(h);
 }
@@ -912,10 +920,26 @@ int http_req_start(struct http_req *rq, http_done_cb cb, void *ctx, struct mi_er
  */
 void http_req_unpause(struct http_req *rq)
 {
+    struct mi_http *h = rq->http;
+
     if (rq->state != RQ_RUNNING || !rq->paused)
         return;
     rq->paused = false;
+    /*
+     * From inside one of curl's callbacks (another transfer's data feeding this one's
+     * body), curl_easy_pause() would re-enter the multi handle: resume it at the next
+     * turn instead, before the loop polls.
+     */
+    if (h->in_curl) {
+        if (!rq->fair_paused) {
+            rq->fair_paused = true;
+            h->fair_paused++;
+        }
+        return;
+    }
+    h->in_curl++;
     curl_easy_pause(rq->easy, CURLPAUSE_CONT);
+    h->in_curl--;
 }
 
 /**

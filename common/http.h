@@ -177,7 +177,9 @@ int http_req_start(struct http_req *rq, http_done_cb cb, void *ctx,
 
 /**
  * http_req_unpause() - resume a transfer paused by HTTP_PAUSE. curl may call the read or
- * write callback again from inside this call. No-op when not paused or finished.
+ * write callback again from inside this call; called from inside one of curl's callbacks
+ * (another transfer's), it resumes the transfer at the loop's next turn instead. No-op
+ * when not paused or finished.
  */
 void http_req_unpause(struct http_req *rq);
 
