@@ -21,6 +21,15 @@
  * expected sha256 and not hashed by storage.c at all. Any failure after
  * CreateMultipartUpload ends with AbortMultipartUpload, so nothing half-written stays.
  *
+ * Streamed PutObject: a body announced above the part size, when bodies may be sent
+ * unsigned (MEDIA_S3_PAYLOAD_HASH), goes out as one PutObject whose request starts at open
+ * with the announced Content-Length and reads the body through a ring of S3_STREAM_BUF
+ * bytes while it arrives. Its last byte is held back until commit, after storage.c has
+ * verified the sha256 and the size: a store only keeps an object whose every byte arrived,
+ * so a mismatch (or an abort) cancels the request and nothing is stored. It saves the
+ * store a multipart upload (RGW spends a third more CPU per byte on one) and the requests
+ * of one; it is not retried on its own, since its bytes are gone: the job downloads again.
+ *
  * Requests are retried on transport errors, timeouts, 5xx, 429, SlowDown and
  * RequestTimeout with exponential backoff and full jitter.
  */
@@ -50,6 +59,11 @@
 #define S3_BACKOFF_CAP_MS 5000
 #define S3_MAX_PARTS 10000
 #define S3_URL_MAX 4096
+#define S3_STREAM_BUF (1024 * 1024)         /* ring of a streamed PutObject */
+#define S3_PUT_MAX (5ull * 1024 * 1024 * 1024 - 5ull * 1024 * 1024) /* R2's PutObject cap */
+/* A streamed body arrives at its source's pace: its deadline adds the Graph download's
+ * own (10 minutes) to the request timeout. */
+#define S3_STREAM_SOURCE_MS (10 * 60 * 1000)
 
 struct s3_writer;
 
@@ -75,6 +89,7 @@ struct s3 {
     int64_t probe_after_ms;         /* monotonic: no probe before (after a failed one) */
     char probe_key[64];
     s3_verdict_cb verdict_cb;       /* told each probe answer, may be NULL */
+    uint64_t streamed;              /* streamed PutObjects started (s3_streamed_puts) */
     void *verdict_ctx;
     struct sigv4_key_cache key_cache; /* the day's signing key (wiped in s3_fini) */
     uint64_t rnd;                   /* xorshift state for jitter */
@@ -319,6 +334,8 @@ struct s3_call {
     char payload_sha[65];
     const void *body;                /* borrowed until the callback */
     size_t body_len;
+    http_read_cb stream_cb;          /* a body read while it arrives (not retried) */
+    void *stream_ctx;
     struct {
         const char *name;            /* static strings */
         char *value;                 /* owned */
@@ -585,8 +602,12 @@ static void call_attempt(struct s3_call *c)
     if (r == 0) {
         http_req_timeout(rq, cfg->request_timeout_ms);
         http_req_max_body(rq, c->max_body);
-        if (c->body)
+        if (c->stream_cb) {
+            http_req_timeout(rq, cfg->request_timeout_ms + S3_STREAM_SOURCE_MS);
+            http_req_body_stream(rq, (int64_t)c->body_len, c->stream_cb, c->stream_ctx);
+        } else if (c->body) {
             http_req_body_buf(rq, c->body, c->body_len);
+        }
         if (c->data_cb)
             http_req_on_data(rq, c->data_cb, c->data_ctx);
         r = http_req_start(rq, call_done, c, &err);
@@ -652,7 +673,8 @@ static void call_done(void *ctx, struct http_req *rq, int hstatus, const struct 
 
     c->rq = NULL;
     status = call_classify(c, rq, hstatus, herr, &err, &retry);
-    if (status != 0 && retry && !c->data_seen && c->attempt <= c->s->st->cfg.max_retries) {
+    if (status != 0 && retry && !c->data_seen && !c->stream_cb &&
+        c->attempt <= c->s->st->cfg.max_retries) {
         uv_timer_start(&c->timer, call_timer, backoff_ms(c->s, c->attempt), 0);
         return;
     }
@@ -700,6 +722,12 @@ struct s3_writer {
     struct mi_err err;
     struct s3_call *single;          /* PutObject / Complete / Abort in flight */
     bool abort_sent;
+    /* streamed PutObject (see the top of this file): wr->cur is its ring */
+    bool streaming;
+    bool starved;                    /* the request waits (paused) for bytes */
+    bool release_last;               /* commit verified the body: its last byte may go */
+    size_t r_head, r_used;           /* ring: where reading starts, bytes held */
+    uint64_t given;                  /* body bytes handed to the request */
     /* Last, and not zeroed at open (see s3_writer_open): only stash_len bytes are valid. */
     unsigned char stash[STORAGE_MAX_CHUNK];
 };
@@ -709,6 +737,8 @@ static size_t part_cap(const struct s3_writer *wr)
     size_t ps = wr->s->st->cfg.part_size;
     uint64_t exp = wr->w->expected_size, used = (uint64_t)wr->nparts * ps;
 
+    if (wr->streaming)
+        return S3_STREAM_BUF;
     /* An announced size lets the last buffer be only as big as what remains. */
     if (exp && exp > used && exp - used < ps)
         return (size_t)(exp - used);
@@ -818,6 +848,87 @@ static void waiters_del(struct s3_writer *wr)
     budget_wait_cancel(wr->bw);
     wr->bw = NULL;
     wr->waiting = false;
+}
+
+/* --- the ring of a streamed PutObject ------------------------------------------------- */
+
+/* Append @len bytes; the caller has checked they fit. */
+static void ring_put(struct s3_writer *wr, const void *buf, size_t len)
+{
+    struct s3_part *r = wr->cur;
+    size_t tail = (wr->r_head + wr->r_used) % r->cap, n = r->cap - tail;
+
+    if (n > len)
+        n = len;
+    memcpy(r->buf + tail, buf, n);
+    memcpy(r->buf, (const unsigned char *)buf + n, len - n);
+    wr->r_used += len;
+}
+
+/* Take @len bytes from the front. */
+static void ring_get(struct s3_writer *wr, void *buf, size_t len)
+{
+    struct s3_part *r = wr->cur;
+    size_t n = r->cap - wr->r_head;
+
+    if (n > len)
+        n = len;
+    memcpy(buf, r->buf + wr->r_head, n);
+    memcpy((unsigned char *)buf + n, r->buf, len - n);
+    wr->r_head = (wr->r_head + len) % r->cap;
+    wr->r_used -= len;
+    if (wr->r_used == 0)
+        wr->r_head = 0;
+}
+
+/* Bytes the request may have now: all but the body's last one until commit verified it. */
+static size_t stream_ready(const struct s3_writer *wr)
+{
+    uint64_t total = wr->w->expected_size;
+    size_t avail = wr->cur ? wr->r_used : 0;
+
+    if (!wr->release_last && wr->given + avail >= total)
+        avail = (size_t)(total - 1 - wr->given);
+    return avail;
+}
+
+/* Wake a request that waits for bytes once a quarter of the ring (or the end) is there. */
+static void stream_wake(struct s3_writer *wr)
+{
+    size_t ready = stream_ready(wr);
+
+    if (!wr->starved || !wr->single || !wr->single->rq || ready == 0)
+        return;
+    if (ready < S3_STREAM_BUF / 4 && !wr->release_last &&
+        wr->given + ready + 1 < wr->w->expected_size)
+        return;
+    wr->starved = false;
+    http_req_unpause(wr->single->rq);
+}
+
+/* curl reads the body: what the ring holds, then a pause until more arrives. */
+static int stream_read(void *ctx, char *buf, size_t cap, size_t *n)
+{
+    struct s3_writer *wr = ctx;
+    size_t avail;
+
+    *n = 0;
+    if (wr->failed || wr->phase == WR_ABORTING || wr->phase == WR_ENDED)
+        return -1;   /* abort the transfer: the store keeps nothing */
+    avail = stream_ready(wr);
+    if (avail == 0) {
+        if (wr->given == wr->w->expected_size)
+            return 0;
+        wr->starved = true;
+        return HTTP_PAUSE;
+    }
+    if (avail > cap)
+        avail = cap;
+    ring_get(wr, buf, avail);
+    wr->given += avail;
+    *n = avail;
+    writer_resume(wr);
+    return 0;
 }
 
 /* --- writer --------------------------------------------------------------------------- */
@@ -1162,6 +1273,54 @@ static void put_send(struct s3_writer *wr)
     call_start(c, put_done, wr);
 }
 
+static void stream_done(void *ctx, struct s3_call *c, int status, struct http_req *rq,
+                        struct s3_xml *x, const struct mi_err *err)
+{
+    struct s3_writer *wr = ctx;
+    struct mi_err e = MI_ERR_INIT;
+
+    wr->single = NULL;
+    wr->starved = false;
+    if (status == 0 && !wr->release_last) {
+        /* cannot be: its last byte was never given */
+        mi_err_set(&e, STORAGE_E_PERMANENT, "s3 PutObject: answered before the whole body");
+        status = STORAGE_E_PERMANENT;
+        err = &e;
+    }
+    if (status == 0 && wr->phase == WR_COMMITTING) {
+        wr_finish(wr, 0, NULL);
+        return;
+    }
+    /* an abort cancelled it: that is no error of its own */
+    if (wr->phase == WR_STREAMING || wr->phase == WR_COMMITTING)
+        wr_fail(wr, status ? status : STORAGE_E_PERMANENT, err);
+    if (wr->phase != WR_STREAMING)
+        wr_step(wr);
+}
+
+/* The streamed PutObject starts at open: it reads the body as it arrives. */
+static int stream_start(struct s3_writer *wr, struct mi_err *err)
+{
+    struct s3_call *c = NULL;
+    int r;
+
+    r = call_new(&c, wr->s, "PutObject", HTTP_PUT, wr->w->key, NULL, err);
+    if (r == 0)
+        r = object_headers(wr, c, wr->w->sha256_expected);
+    if (r == 0)
+        r = call_body(c, NULL, (size_t)wr->w->expected_size, NULL, true);
+    if (r != 0) {
+        call_discard(c);
+        return r;
+    }
+    c->stream_cb = stream_read;
+    c->stream_ctx = wr;
+    wr->single = c;
+    wr->s->streamed++;
+    call_start(c, stream_done, wr);
+    return 0;
+}
+
 /* Cancel everything in flight that can be cancelled without losing track of an upload. */
 static void wr_cancel_parts(struct s3_writer *wr)
 {
@@ -1179,6 +1338,8 @@ static void wr_cancel_inflight(struct s3_writer *wr)
         if (p->call)
             call_cancel(p->call);
     }
+    if (wr->streaming && wr->single)
+        call_cancel(wr->single);
 }
 
 /*
@@ -1214,6 +1375,12 @@ static void wr_step(struct s3_writer *wr)
             wr_finish(wr, wr->failed, wr->failed ? &wr->err : NULL);
         return;
     }
+    /* A streamed PutObject that ended without success (stream_done finishes a success). */
+    if (wr->streaming) {
+        wr_finish(wr, wr->failed ? wr->failed : STORAGE_E_PERMANENT,
+                  wr->failed ? &wr->err : NULL);
+        return;
+    }
     /* Committing with every part uploaded. */
     if (!wr->queue && wr->parts_done == wr->nparts)
         complete_send(wr);
@@ -1224,7 +1391,22 @@ static void writer_resume(struct s3_writer *wr)
 {
     if (!wr->paused || wr->phase != WR_STREAMING)
         return;
-    if (!wr->failed) {
+    if (!wr->failed && wr->streaming) {
+        if (!wr->cur) {
+            wr->cur = part_get(wr);
+            if (!wr->cur) {
+                waiters_add(wr);
+                return;
+            }
+        }
+        /* the source goes on once half the ring is free (and its stash fits) */
+        if (wr->cur->cap - wr->r_used < wr->cur->cap / 2 ||
+            wr->cur->cap - wr->r_used < wr->stash_len)
+            return;
+        ring_put(wr, wr->stash, wr->stash_len);
+        wr->stash_len = 0;
+        stream_wake(wr);
+    } else if (!wr->failed) {
         if (wr->queue)
             return;
         if (!wr->cur) {
@@ -1320,6 +1502,16 @@ int s3_payload_checked(const struct storage *st, const char **probe_key)
 }
 
 /**
+ * s3_streamed_puts() - see s3.h.
+ */
+uint64_t s3_streamed_puts(const struct storage *st)
+{
+    const struct s3 *s = st->priv;
+
+    return s->streamed;
+}
+
+/**
  * s3_on_payload_verdict() - see s3.h.
  */
 void s3_on_payload_verdict(struct storage *st, s3_verdict_cb cb, void *ctx)
@@ -1357,6 +1549,45 @@ static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
      */
     w->digest_by_store = s->verify == VERIFY_YES && w->sha256_expected &&
                          w->expected_size > 0 && w->expected_size < w->st->cfg.part_size;
+    /* A longer announced body that may go unsigned is one streamed PutObject. */
+    if (s->unsigned_parts && w->sha256_expected && w->expected_size > w->st->cfg.part_size &&
+        w->expected_size <= S3_PUT_MAX) {
+        int r;
+
+        wr->streaming = true;
+        r = stream_start(wr, err);
+        if (r != 0) {
+            free(wr);
+            w->priv = NULL;
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Into the ring; the source pauses while less than one chunk is free (writer_resume). */
+static int stream_write(struct s3_writer *wr, const void *buf, size_t len)
+{
+    if (!wr->cur) {
+        wr->cur = part_get(wr);
+        if (!wr->cur) {
+            memcpy(wr->stash, buf, len);
+            wr->stash_len = len;
+            wr->paused = true;
+            waiters_add(wr);
+            return wr->failed ? wr->failed : STORAGE_PAUSE;
+        }
+    }
+    if (wr->cur->cap - wr->r_used < len)
+        return -ENOBUFS;   /* cannot be: the source paused before it could overflow */
+    ring_put(wr, buf, len);
+    stream_wake(wr);
+    if (wr->failed)
+        return wr->failed;
+    if (wr->cur->cap - wr->r_used < STORAGE_MAX_CHUNK) {
+        wr->paused = true;
+        return STORAGE_PAUSE;
+    }
     return 0;
 }
 
@@ -1370,6 +1601,8 @@ static int s3_writer_write(struct storage_writer *w, const void *buf, size_t len
         return wr->failed;
     if (wr->paused)
         return -ENOBUFS;   /* the source ignored STORAGE_PAUSE */
+    if (wr->streaming)
+        return stream_write(wr, buf, len);
     while (len > 0) {
         size_t n;
 
@@ -1440,6 +1673,15 @@ static void commit_now(struct s3_writer *wr)
         return;
     }
     wr->phase = WR_COMMITTING;
+    if (wr->streaming) {
+        /* storage.c has verified the body: its last byte may go, then the store answers */
+        wr->release_last = true;
+        if (wr->single)
+            stream_wake(wr);
+        else
+            wr_step(wr);
+        return;
+    }
     if (wr->nparts == 0) {
         put_send(wr);
         return;

@@ -78,6 +78,13 @@ int s3_uri_encode(const char *in, bool keep_slash, char *out, size_t cap);
  */
 int s3_payload_checked(const struct storage *st, const char **probe_key);
 
+/**
+ * s3_streamed_puts() - how many writers sent their body as one streamed PutObject (an
+ * announced body above MEDIA_PART_SIZE that may go unsigned; see s3.c) since
+ * storage_new().
+ */
+uint64_t s3_streamed_puts(const struct storage *st);
+
 /*
  * Called once per probe answer: @checked as s3_payload_checked() returns it; -1 means the
  * probe failed transiently (@err says why) and is asked again after a minute.

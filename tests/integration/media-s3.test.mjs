@@ -227,3 +227,42 @@ test('a corrupted download of a small image is refused by RGW itself, retried, t
   assert.equal(createHash('sha256').update(body).digest('hex'), meta.sha256);
   assert.equal(await stopWorker(w), 0);
 });
+
+test('unsigned bodies: a 16 MB video and a 100 MB document go as one streamed PutObject each; a corrupted one stores nothing, then byte-exact', async () => {
+  // With UNSIGNED-PAYLOAD allowed, an announced body above MEDIA_PART_SIZE is one PutObject
+  // read while it downloads; its last byte waits until the worker has checked the sha256.
+  await control(fake, 'POST', 'media', [
+    { id: 'corrupt-s10', size: 12 * 1024 * 1024 + 3, mime: 'video/mp4',
+      faults: [{ on: 'download', corrupt: true, times: 1 }] },
+  ]);
+  const media = ['video-16mb-s8', 'doc-100mb-s9', 'corrupt-s10'];
+  const ids = await insertMessages(db.schema, media);
+  await freshKeys(ids, media);
+  const w = startWorker(name, { ...env(), MEDIA_S3_PAYLOAD_HASH: 'unsigned' }, process.env.MEDIA_INGEST_WORKER);
+  cleanups.push(() => stopWorker(w));
+  const added = await Promise.all(media.map((m, i) =>
+    queue.add('ingest', { messageId: ids[i], providerMediaId: m }, { attempts: 3 })));
+  await waitFor(async () => {
+    const st = await Promise.all(added.map((j) => queue.getJobState(j.id)));
+    return st.every((x) => x === 'completed' || x === 'failed');
+  }, { what: 'the three jobs finished', timeout: 120000, interval: 200 });
+  const jobs = await Promise.all(added.map((j) => queue.getJob(j.id)));
+  for (let i = 0; i < media.length; i++) {
+    const j = jobs[i];
+    assert.equal(await j.getState(), 'completed', j.failedReason);
+    const meta = await control(fake, 'GET', `media/${media[i]}`);
+    const key = `media/${ids[i]}/${media[i]}`;
+    const body = await s3curl([objUrl(key)], { binary: true });
+    assert.equal(createHash('sha256').update(body).digest('hex'), meta.sha256, media[i]);
+    const head = await s3curl(['-I', objUrl(key)]);
+    assert.match(head, new RegExp(`x-amz-meta-sha256: ${meta.sha256}`, 'i'));
+    // a multipart object's ETag ends in -<parts>; a PutObject's is the body's MD5
+    assert.match(head, new RegExp(`etag: "${createHash('md5').update(body).digest('hex')}"`, 'i'), media[i]);
+    await s3curl(['-X', 'DELETE', objUrl(key)]);
+  }
+  assert.equal(jobs[2].attemptsMade, 1, 'retried inside the job');
+  assert.match(w.logs, /job=\S+ phase="verifying the sha256" error="storage: sha256 of the body/);
+  assert.equal((await control(fake, 'GET', 'stats')).perId['corrupt-s10'].downloads, 2);
+  assert.deepEqual(await openUploads(), []);
+  assert.equal(await stopWorker(w), 0);
+});
