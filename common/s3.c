@@ -89,8 +89,8 @@ struct s3 {
     int64_t probe_after_ms;         /* monotonic: no probe before (after a failed one) */
     char probe_key[64];
     s3_verdict_cb verdict_cb;       /* told each probe answer, may be NULL */
-    uint64_t streamed;              /* streamed PutObjects started (s3_streamed_puts) */
     void *verdict_ctx;
+    uint64_t streamed;              /* streamed PutObjects started (s3_streamed_puts) */
     struct sigv4_key_cache key_cache; /* the day's signing key (wiped in s3_fini) */
     uint64_t rnd;                   /* xorshift state for jitter */
 };
@@ -600,14 +600,12 @@ static void call_attempt(struct s3_call *c)
     memset(c->x, 0, sizeof(*c->x));
     r = call_sign(c, &rq, &err);
     if (r == 0) {
-        http_req_timeout(rq, cfg->request_timeout_ms);
+        http_req_timeout(rq, cfg->request_timeout_ms + (c->stream_cb ? S3_STREAM_SOURCE_MS : 0));
         http_req_max_body(rq, c->max_body);
-        if (c->stream_cb) {
-            http_req_timeout(rq, cfg->request_timeout_ms + S3_STREAM_SOURCE_MS);
+        if (c->stream_cb)
             http_req_body_stream(rq, (int64_t)c->body_len, c->stream_cb, c->stream_ctx);
-        } else if (c->body) {
+        else if (c->body)
             http_req_body_buf(rq, c->body, c->body_len);
-        }
         if (c->data_cb)
             http_req_on_data(rq, c->data_cb, c->data_ctx);
         r = http_req_start(rq, call_done, c, &err);
@@ -1391,22 +1389,7 @@ static void writer_resume(struct s3_writer *wr)
 {
     if (!wr->paused || wr->phase != WR_STREAMING)
         return;
-    if (!wr->failed && wr->streaming) {
-        if (!wr->cur) {
-            wr->cur = part_get(wr);
-            if (!wr->cur) {
-                waiters_add(wr);
-                return;
-            }
-        }
-        /* the source goes on once half the ring is free (and its stash fits) */
-        if (wr->cur->cap - wr->r_used < wr->cur->cap / 2 ||
-            wr->cur->cap - wr->r_used < wr->stash_len)
-            return;
-        ring_put(wr, wr->stash, wr->stash_len);
-        wr->stash_len = 0;
-        stream_wake(wr);
-    } else if (!wr->failed) {
+    if (!wr->failed) {
         if (wr->queue)
             return;
         if (!wr->cur) {
@@ -1416,8 +1399,17 @@ static void writer_resume(struct s3_writer *wr)
                 return;
             }
         }
-        memcpy(wr->cur->buf + wr->cur->len, wr->stash, wr->stash_len);
-        wr->cur->len += wr->stash_len;
+        if (!wr->streaming) {
+            memcpy(wr->cur->buf + wr->cur->len, wr->stash, wr->stash_len);
+            wr->cur->len += wr->stash_len;
+        } else if (wr->cur->cap - wr->r_used >= wr->cur->cap / 2 &&
+                   wr->cur->cap - wr->r_used >= wr->stash_len) {
+            /* the ring's source goes on once half of it is free (and its stash fits) */
+            ring_put(wr, wr->stash, wr->stash_len);
+            stream_wake(wr);
+        } else {
+            return;
+        }
         wr->stash_len = 0;
     }
     waiters_del(wr);
@@ -1565,19 +1557,24 @@ static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
     return 0;
 }
 
+/*
+ * No buffer is free for @len accepted bytes: keep them in the stash and wait on the budget
+ * (budget_granted, then writer_resume, moves them on). Return what the write returns.
+ */
+static int stash_and_wait(struct s3_writer *wr, const void *buf, size_t len)
+{
+    memcpy(wr->stash, buf, len);
+    wr->stash_len = len;
+    wr->paused = true;
+    waiters_add(wr);
+    return wr->failed ? wr->failed : STORAGE_PAUSE;
+}
+
 /* Into the ring; the source pauses while less than one chunk is free (writer_resume). */
 static int stream_write(struct s3_writer *wr, const void *buf, size_t len)
 {
-    if (!wr->cur) {
-        wr->cur = part_get(wr);
-        if (!wr->cur) {
-            memcpy(wr->stash, buf, len);
-            wr->stash_len = len;
-            wr->paused = true;
-            waiters_add(wr);
-            return wr->failed ? wr->failed : STORAGE_PAUSE;
-        }
-    }
+    if (!wr->cur && !(wr->cur = part_get(wr)))
+        return stash_and_wait(wr, buf, len);
     if (wr->cur->cap - wr->r_used < len)
         return -ENOBUFS;   /* cannot be: the source paused before it could overflow */
     ring_put(wr, buf, len);
@@ -1606,19 +1603,14 @@ static int s3_writer_write(struct storage_writer *w, const void *buf, size_t len
     while (len > 0) {
         size_t n;
 
-        if (!wr->cur) {
-            wr->cur = part_get(wr);
-            if (!wr->cur) {
-                memcpy(wr->stash, p, len);
-                wr->stash_len = len;
-                wr->paused = true;
-                waiters_add(wr);
-                /* Start the part just submitted: nothing else may, and its upload is what
-                 * gives budget back (without this, writers whose full parts wait here hold
-                 * the whole budget while they wait for more of it: a deadlock). */
-                wr_step(wr);
-                return wr->failed ? wr->failed : STORAGE_PAUSE;
-            }
+        if (!wr->cur && !(wr->cur = part_get(wr))) {
+            int r = stash_and_wait(wr, p, len);
+
+            /* Start the part just submitted: nothing else may, and its upload is what
+             * gives budget back (without this, writers whose full parts wait here hold
+             * the whole budget while they wait for more of it: a deadlock). */
+            wr_step(wr);
+            return wr->failed ? wr->failed : r;
         }
         n = wr->cur->cap - wr->cur->len;
         if (n > len)

@@ -165,21 +165,13 @@ static void up_pump(void *ctx)
     }
 }
 
-/* Upload @size bytes to @key (@slow: commit 300 ms after the last write); returns the done
- * status (or an open error). */
-static int upload_ex(const char *key, uint64_t size, uint32_t seed, const char *sha,
-                     bool announce, bool slow, struct upload *u)
+/* Run the upload @u describes (size, seed, abort...) to @key; returns the done status (or
+ * an open error). */
+static int run_upload(const char *key, const struct storage_put_opts *o, struct upload *u)
 {
-    struct storage_put_opts o = { .content_type = "video/mp4", .sha256_hex = sha,
-                                  .expected_size = announce ? size : 0 };
     struct mi_err err = MI_ERR_INIT;
-    int r;
+    int r = storage_writer_open(st, key, o, &u->w, &err);
 
-    memset(u, 0, sizeof(*u));
-    u->size = size;
-    u->seed = seed;
-    u->slow_commit = slow;
-    r = storage_writer_open(st, key, &o, &u->w, &err);
     if (r != 0) {
         printf("# open %s: %s\n", key, err.msg);
         return r;
@@ -188,8 +180,24 @@ static int upload_ex(const char *key, uint64_t size, uint32_t seed, const char *
     up_pump(u);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (u->status)
-        printf("# upload %s (%llu B): %d %s\n", key, (unsigned long long)size, u->status, u->msg);
+        printf("# upload %s (%llu B): %d %s\n", key, (unsigned long long)u->size, u->status,
+               u->msg);
     return u->status;
+}
+
+/* Upload @size bytes to @key (@slow: commit 300 ms after the last write); returns the done
+ * status (or an open error). */
+static int upload_ex(const char *key, uint64_t size, uint32_t seed, const char *sha,
+                     bool announce, bool slow, struct upload *u)
+{
+    struct storage_put_opts o = { .content_type = "video/mp4", .sha256_hex = sha,
+                                  .expected_size = announce ? size : 0 };
+
+    memset(u, 0, sizeof(*u));
+    u->size = size;
+    u->seed = seed;
+    u->slow_commit = slow;
+    return run_upload(key, &o, u);
 }
 
 static int upload(const char *key, uint64_t size, uint32_t seed, const char *sha,
@@ -345,22 +353,16 @@ static void roundtrip(uint64_t size, uint32_t seed)
 static void aborted_midstream(void)
 {
     const char *key = "media/77/aborted";
+    struct storage_put_opts o = { .content_type = "image/jpeg" };
     struct upload u;
     struct readback rb;
 
     memset(&u, 0, sizeof(u));
-    {
-        struct storage_put_opts o = { .content_type = "image/jpeg" };
-        struct mi_err err = MI_ERR_INIT;
-        u.size = 40 * MiB;
-        u.stop_at = 17 * MiB;   /* three parts uploaded or uploading, a fourth filling */
-        u.abort = true;
-        u.seed = 77;
-        TAP_EQ_INT(storage_writer_open(st, key, &o, &u.w, &err), 0);
-        storage_writer_on_ready(u.w, up_pump, &u);
-        up_pump(&u);
-        uv_run(&loop, UV_RUN_DEFAULT);
-    }
+    u.size = 40 * MiB;
+    u.stop_at = 17 * MiB;   /* three parts uploaded or uploading, a fourth filling */
+    u.abort = true;
+    u.seed = 77;
+    TAP_EQ_INT(run_upload(key, &o, &u), 0);
     TAP_EQ_INT(u.done_calls, 1);
     TAP_EQ_INT(u.status, 0);
     TAP_EQ_INT(open_uploads(key), 0);
@@ -407,19 +409,15 @@ static void announced_large(void)
     snprintf(key, sizeof(key), "media/83/announced-aborted");
     body_sha(size, 83, sha);
     memset(&u, 0, sizeof(u));
+    u.size = size;
+    u.stop_at = PART + 777;
+    u.abort = true;
+    u.seed = 83;
     {
         struct storage_put_opts o = { .content_type = "video/mp4", .sha256_hex = sha,
                                       .expected_size = size };
-        struct mi_err err = MI_ERR_INIT;
 
-        u.size = size;
-        u.stop_at = PART + 777;
-        u.abort = true;
-        u.seed = 83;
-        TAP_EQ_INT(storage_writer_open(st, key, &o, &u.w, &err), 0);
-        storage_writer_on_ready(u.w, up_pump, &u);
-        up_pump(&u);
-        uv_run(&loop, UV_RUN_DEFAULT);
+        TAP_EQ_INT(run_upload(key, &o, &u), 0);
     }
     TAP_EQ_INT(u.done_calls, 1);
     TAP_EQ_INT(head(key, &rb), STORAGE_E_NOTFOUND);
