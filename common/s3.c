@@ -1306,11 +1306,13 @@ static int stream_start(struct s3_writer *wr, struct mi_err *err)
     if (r == 0)
         r = object_headers(wr, c, wr->w->sha256_expected);
     if (r == 0)
-        r = call_body(c, NULL, (size_t)wr->w->expected_size, NULL, true);
+        r = call_body(c, NULL, (size_t)wr->w->expected_size,
+                      wr->w->digest_by_store ? wr->w->sha256_expected : NULL, true);
     if (r != 0) {
         call_discard(c);
         return r;
     }
+    c->digest_final = wr->w->digest_by_store;
     c->stream_cb = stream_read;
     c->stream_ctx = wr;
     wr->single = c;
@@ -1512,6 +1514,8 @@ void s3_on_payload_verdict(struct storage *st, s3_verdict_cb cb, void *ctx)
 
     s->verdict_cb = cb;
     s->verdict_ctx = ctx;
+    if (s->verify == VERIFY_UNKNOWN && mi_mono_ms() >= s->probe_after_ms)
+        verify_probe(s);
 }
 
 static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
@@ -1539,11 +1543,17 @@ static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
      * store's work (about a tenth of the CPU of a small-media job): sign with the
      * expected sha256 and let the store refuse a mismatch.
      */
+    bool longer = w->sha256_expected && w->expected_size > w->st->cfg.part_size &&
+                  w->expected_size <= S3_PUT_MAX;
+
     w->digest_by_store = s->verify == VERIFY_YES && w->sha256_expected &&
-                         w->expected_size > 0 && w->expected_size < w->st->cfg.part_size;
-    /* A longer announced body that may go unsigned is one streamed PutObject. */
-    if (s->unsigned_parts && w->sha256_expected && w->expected_size > w->st->cfg.part_size &&
-        w->expected_size <= S3_PUT_MAX) {
+                         w->expected_size > 0 &&
+                         (w->expected_size < w->st->cfg.part_size || longer);
+    /*
+     * A longer announced body is one streamed PutObject when the store checks its signed
+     * sha256 (the expected one: nothing is hashed here) or when it may go unsigned.
+     */
+    if (longer && (w->digest_by_store || s->unsigned_parts)) {
         int r;
 
         wr->streaming = true;

@@ -93,7 +93,8 @@ typedef void (*s3_verdict_cb)(void *ctx, int checked, const struct mi_err *err);
 
 /**
  * s3_on_payload_verdict() - have @cb told each answer of the payload-check probe (so the
- * worker can log it). @ctx must outlive the storage's requests (storage_busy() is 0).
+ * worker can log it), and start the probe now rather than at the first writer. @ctx must
+ * outlive the storage's requests (storage_busy() is 0).
  */
 void s3_on_payload_verdict(struct storage *st, s3_verdict_cb cb, void *ctx);
 

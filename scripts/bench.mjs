@@ -469,7 +469,8 @@ function partPolicy() {
   const p = process.env.MEDIA_S3_PAYLOAD_HASH || 'auto';
   const tls = /^https:/i.test(S3.endpoint || '');
   const unsigned = p === 'unsigned' || (p === 'auto' && tls);
-  return `${unsigned ? 'UNSIGNED-PAYLOAD' : 'signed with their sha256'}, MEDIA_S3_PAYLOAD_HASH=${p}`;
+  return `multipart parts ${unsigned ? 'UNSIGNED-PAYLOAD' : 'signed with their sha256'}, ` +
+    `MEDIA_S3_PAYLOAD_HASH=${p}; announced bodies: one PutObject, signed with Graph's sha256 where the store checks it`;
 }
 
 function report(w, c) {
@@ -485,7 +486,7 @@ function report(w, c) {
   console.log(`== media-ingest bench: ${cfg.jobs} jobs, ${cfg.size ? `size ${cfg.size}` : `mix ${cfg.mix}`} ` +
     `(${[...new Set(pattern)].join(', ')}), concurrency ${cfg.concurrency}, budget ${budget}, ` +
     `storage ${cfg.storage}` +
-    (cfg.storage === 's3' ? ` (parts ${partPolicy()})` : '') + `, ${(expectedBytes / 1e6).toFixed(1)} MB`);
+    (cfg.storage === 's3' ? ` (${partPolicy()})` : '') + `, ${(expectedBytes / 1e6).toFixed(1)} MB`);
   console.log(`${'run'.padEnd(16)} ${'jobs'.padStart(6)} ${'MB'.padStart(10)} ${'wall_s'.padStart(8)} ` +
     `${'jobs/s'.padStart(8)} ${'MB/s'.padStart(8)} ${'cpu_s'.padStart(8)} ${'cpu_ms/job'.padStart(10)} ` +
     `${'cpu_s/GB'.padStart(9)} ${'peak_rss'.padStart(11)}`);

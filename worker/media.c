@@ -46,6 +46,7 @@
 #define TRANSIENT_TRIES 2          /* in-job retries before BullMQ's own attempts */
 #define PROBE_INTERVAL_MS 30000    /* bad token: how often to check whether it works again */
 #define TOKEN_POLL_MS 2000         /* how often WHATSAPP_ACCESS_TOKEN_FILE is checked */
+#define STORE_PROBE_WAIT_MS 2000   /* first claims wait this long at most for the store's probe */
 #define TOKEN_MAX 4096
 #define COUNTS_INTERVAL_MS 15000   /* how often queue depth is read for /metrics */
 
@@ -99,6 +100,7 @@ struct media {
 
     bool db_ready, db_initing;
     bool token_bad, probing;
+    bool store_probing;          /* claims wait for the store's first payload-check answer */
     bool token_err_logged;              /* the token file's read error was logged */
     int64_t rate_limited_until;  /* monotonic ms, 0: not limited */
     char token[TOKEN_MAX];
@@ -109,7 +111,7 @@ struct media {
     struct metrics_worker *mw;
     struct httpd *httpd;
     bool counting;
-    uv_timer_t token_timer, probe_timer, db_timer, slow_timer, counts_timer;
+    uv_timer_t token_timer, probe_timer, db_timer, slow_timer, counts_timer, store_timer;
     int open_handles;
     bool closing;
     bool pool_closed;
@@ -274,7 +276,7 @@ static void update_claims(struct media *m)
     if (!m->w || m->closing)
         return;
     bool limited = m->rate_limited_until && mi_mono_ms() < m->rate_limited_until;
-    wloop_pause_claims(m->w, !m->db_ready || m->token_bad || limited);
+    wloop_pause_claims(m->w, !m->db_ready || m->token_bad || limited || m->store_probing);
 }
 
 static void on_probe_timer(uv_timer_t *t);
@@ -286,8 +288,8 @@ static void on_payload_verdict(void *ctx, int checked, const struct mi_err *err)
     const char *msg;
 
     if (checked > 0)
-        msg = "the store refuses a body that differs from its signed sha256: bodies below "
-              "MEDIA_PART_SIZE are not hashed again here";
+        msg = "the store refuses a body that differs from its signed sha256: a body that "
+              "fits one PutObject is signed with Graph's sha256 and not hashed here";
     else if (checked == 0)
         msg = "the store does not check a body's signed sha256: every body is hashed here";
     else
@@ -300,6 +302,24 @@ static void on_payload_verdict(void *ctx, int checked, const struct mi_err *err)
         log_msg(m->log, LOG_INFO, msg, "%s", err->msg);
     else
         log_msg(m->log, LOG_INFO, msg, NULL);
+    if (m->store_probing) {
+        m->store_probing = false;
+        uv_timer_stop(&m->store_timer);
+        update_claims(m);
+    }
+}
+
+/* The store's probe did not answer in time: claim anyway, bodies are hashed here. */
+static void on_store_timer(uv_timer_t *t)
+{
+    struct media *m = t->data;
+
+    if (!m->store_probing)
+        return;
+    m->store_probing = false;
+    log_msg(m->log, LOG_INFO, "the store has not answered the payload-check probe within 2 s: "
+            "claims start; bodies are hashed here until it answers", NULL);
+    update_claims(m);
 }
 
 static void set_token_bad(struct media *m, const char *why)
@@ -906,8 +926,8 @@ static void media_teardown(void *hctx)
 static void teardown_finish(struct media *m)
 {
     uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
-                             &m->counts_timer };
-    for (size_t i = 0; i < 5; i++)
+                             &m->counts_timer, &m->store_timer };
+    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
         uv_close((uv_handle_t *)timers[i], timer_closed);
     if (m->httpd) {
         m->open_handles++;
@@ -947,7 +967,7 @@ static double gauge_paused(void *ctx)
 {
     struct media *m = ctx;
     bool limited = m->rate_limited_until && mi_mono_ms() < m->rate_limited_until;
-    return !m->db_ready || m->token_bad || limited;
+    return !m->db_ready || m->token_bad || limited || m->store_probing;
 }
 
 static bool ready(void *ctx, char *reason, size_t cap)
@@ -1027,8 +1047,8 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
     m->log = log;
     m->jobs.prev = m->jobs.next = &m->jobs;
     uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
-                             &m->counts_timer };
-    for (size_t i = 0; i < 5; i++) {
+                             &m->counts_timer, &m->store_timer };
+    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
         uv_timer_init(loop, timers[i]);
         timers[i]->data = m;
         m->open_handles++;
@@ -1062,8 +1082,15 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
             goto fail2;
         goto fail1;
     }
-    if (sc.kind != STORAGE_LOCAL)
+    if (sc.kind != STORAGE_LOCAL) {
+        /* The probe starts now; the first claims wait for its answer (2 s at most), so
+         * that the first jobs already know whether the store checks a body's sha256. */
         s3_on_payload_verdict(m->st, on_payload_verdict, m);
+        if (s3_payload_checked(m->st, NULL) < 0) {
+            m->store_probing = true;
+            uv_timer_start(&m->store_timer, on_store_timer, STORE_PROBE_WAIT_MS, 0);
+        }
+    }
     struct graph_client_opts go = {
         .base_url = cfg->graph_url,
         .version = cfg->api_version,

@@ -112,8 +112,10 @@ test('images, voice notes, a 16 MB video and a 100 MB document land byte-exact i
 });
 
 test('SIGKILL mid-transfer, restart: every job completes, no upload left open', async () => {
+  // slowdoc-k1 comes without file_size: a multipart upload; slowdoc-k2's announced size makes
+  // it one streamed PutObject. Both are cut by the kill.
   await control(fake, 'POST', 'media', [
-    { id: 'slowdoc-k1', size: 24 * 1024 * 1024, mime: 'application/pdf', faults: [{ on: 'download', bytesPerSec: 4 * 1024 * 1024, times: 1 }] },
+    { id: 'slowdoc-k1', size: 24 * 1024 * 1024, mime: 'application/pdf', fileSizeAs: 'absent', faults: [{ on: 'download', bytesPerSec: 4 * 1024 * 1024, times: 1 }] },
     { id: 'slowdoc-k2', size: 20 * 1024 * 1024, mime: 'application/pdf', faults: [{ on: 'download', bytesPerSec: 4 * 1024 * 1024, times: 1 }] },
   ]);
   const media = ['slowdoc-k1', 'slowdoc-k2', 'img-50kb-k3'];
@@ -213,10 +215,11 @@ test('a corrupted download of a small image is refused by RGW itself, retried, t
     return job;
   };
   await run(0);
-  // The first job started the probe, which RGW answers tens of ms after that job's own
-  // PutObject: the corrupted job must come after the answer.
-  await waitFor(async () => /the store refuses a body that differs from its signed sha256/.test(w.logs),
-    { what: 'the payload-check verdict in the log (a failed probe is asked again after 60 s)', timeout: 75000, interval: 50 });
+  // The worker claims nothing before the store has answered its probe (2 s at most): the
+  // verdict comes before the first job's first line.
+  const verdictAt = w.logs.search(/the store refuses a body that differs from its signed sha256/);
+  const firstJobAt = w.logs.search(/job=/);
+  assert.ok(verdictAt >= 0 && firstJobAt > verdictAt, `verdict at ${verdictAt}, first job line at ${firstJobAt}`);
   const j = await run(1);
   assert.equal(j.attemptsMade, 1, 'retried inside the job');
   assert.match(w.logs, /the store found that the body's sha256 differs .*XAmzContentSHA256Mismatch/);
@@ -228,17 +231,18 @@ test('a corrupted download of a small image is refused by RGW itself, retried, t
   assert.equal(await stopWorker(w), 0);
 });
 
-test('unsigned bodies: a 16 MB video and a 100 MB document go as one streamed PutObject each; a corrupted one stores nothing, then byte-exact', async () => {
-  // With UNSIGNED-PAYLOAD allowed, an announced body above MEDIA_PART_SIZE is one PutObject
-  // read while it downloads; its last byte waits until the worker has checked the sha256.
+for (const hash of ['auto', 'unsigned']) test(`MEDIA_S3_PAYLOAD_HASH=${hash}: a 16 MB video and a 100 MB document go as one streamed PutObject each, signed with Graph's sha256; a corrupted one is refused by RGW itself, then stored byte-exact`, async () => {
+  // RGW checks a signed body's sha256, so an announced body above MEDIA_PART_SIZE is one
+  // PutObject read while it downloads, signed with Graph's sha256 and not hashed here (even
+  // where parts could go unsigned); its last byte waits until the worker has checked the size.
   await control(fake, 'POST', 'media', [
-    { id: 'corrupt-s10', size: 12 * 1024 * 1024 + 3, mime: 'video/mp4',
+    { id: `corrupt-s10${hash}`, size: 12 * 1024 * 1024 + 3, mime: 'video/mp4',
       faults: [{ on: 'download', corrupt: true, times: 1 }] },
   ]);
-  const media = ['video-16mb-s8', 'doc-100mb-s9', 'corrupt-s10'];
+  const media = [`video-16mb-s8${hash}`, `doc-100mb-s9${hash}`, `corrupt-s10${hash}`];
   const ids = await insertMessages(db.schema, media);
   await freshKeys(ids, media);
-  const w = startWorker(name, { ...env(), MEDIA_S3_PAYLOAD_HASH: 'unsigned' }, process.env.MEDIA_INGEST_WORKER);
+  const w = startWorker(name, { ...env(), MEDIA_S3_PAYLOAD_HASH: hash }, process.env.MEDIA_INGEST_WORKER);
   cleanups.push(() => stopWorker(w));
   const added = await Promise.all(media.map((m, i) =>
     queue.add('ingest', { messageId: ids[i], providerMediaId: m }, { attempts: 3 })));
@@ -261,8 +265,9 @@ test('unsigned bodies: a 16 MB video and a 100 MB document go as one streamed Pu
     await s3curl(['-X', 'DELETE', objUrl(key)]);
   }
   assert.equal(jobs[2].attemptsMade, 1, 'retried inside the job');
-  assert.match(w.logs, /job=\S+ phase="verifying the sha256" error="storage: sha256 of the body/);
-  assert.equal((await control(fake, 'GET', 'stats')).perId['corrupt-s10'].downloads, 2);
+  assert.match(w.logs, /the store found that the body's sha256 differs .*XAmzContentSHA256Mismatch/);
+  assert.doesNotMatch(w.logs, /storage: sha256 of the body/);
+  assert.equal((await control(fake, 'GET', 'stats')).perId[`corrupt-s10${hash}`].downloads, 2);
   assert.deepEqual(await openUploads(), []);
   assert.equal(await stopWorker(w), 0);
 });
