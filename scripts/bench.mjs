@@ -112,8 +112,9 @@ async function psql(sql) {
 }
 
 // Run a shell command; its CPU is what bash's `times` says of its children (every process it
-// waited for, curl included). With /usr/bin/time, also the largest child's peak RSS.
-async function timedShell(script, env = {}) {
+// waited for, curl included). With /usr/bin/time, also the largest child's peak RSS. After a
+// minute, watch(kill) runs every 20 s: it may kill the command's processes and throw.
+async function timedShell(script, env = {}, watch = null) {
   const tmp = path.join(cfg.dir, `times-${randomBytes(3).toString('hex')}`);
   const haveTime = fs.existsSync('/usr/bin/time');
   const wrapped = haveTime
@@ -122,10 +123,24 @@ async function timedShell(script, env = {}) {
   const t0 = process.hrtime.bigint();
   const child = spawn('bash', ['-c', wrapped], {
     env: { ...process.env, ...env, BENCH_SCRIPT: script }, stdio: ['ignore', 'inherit', 'pipe'],
+    detached: true,   // its own process group: the watchdog and SIGINT stop every process
   });
+  const killAll = () => { try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ } };
+  cleanups.push(killAll);
+  let watchErr = null;
+  let watcher = null;
+  const startWatch = setTimeout(() => {
+    watcher = setInterval(() => {
+      if (watch && !watchErr) watch(killAll).catch((e) => { watchErr = e; });
+    }, 20000);
+  }, 60000);
   let errText = '';
   child.stderr.on('data', (d) => { if (errText.length < 4000) errText += d; });
   const [code] = await once(child, 'exit');
+  clearTimeout(startWatch);
+  clearInterval(watcher);
+  cleanups.splice(cleanups.indexOf(killAll), 1);
+  if (watchErr) throw watchErr;
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const lines = fs.readFileSync(tmp, 'utf8').trim().split('\n');
   const secs = (s) => { const m = /(\d+)m([\d.]+)s/.exec(s); return m ? Number(m[1]) * 60 + Number(m[2]) : 0; };
@@ -369,9 +384,10 @@ async function main() {
         '-H "Content-Type: $3" ' +
         `--aws-sigv4 "aws:amz:$BENCH_S3_REGION:s3" --user "$BENCH_S3_USER" ` +
         '-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$4"';
+      // a full OSD would hang the uploads for good (the worker run watches for it too)
       r = await timedShell(`xargs -d '\\n' -n 4 -P ${cfg.concurrency} bash -c '${one}' _ <'${list}'`, {
         BENCH_TOKEN: TOKEN, BENCH_S3_REGION: S3.region, BENCH_S3_USER: `${S3.key}:${S3.secret}`,
-      });
+      }, (kill) => rgwCheckFull('during the curl run', kill));
     } else {
       fs.mkdirSync(curlRoot, { recursive: true });
       fs.writeFileSync(list, urls.map((x, i) =>
