@@ -16,19 +16,21 @@
  * from the transfer budget. A body that fits one part is sent with PutObject at commit;
  * a longer one becomes a multipart upload whose full parts are uploaded (at most
  * S3_PART_INFLIGHT at a time per writer) while the next part fills. Every part except
- * the last has exactly the part size, which R2 requires. A body announced below the part
- * size, on a store that checks signed bodies (see verify_probe), is signed with its
- * expected sha256 and not hashed by storage.c at all. Any failure after
- * CreateMultipartUpload ends with AbortMultipartUpload, so nothing half-written stays.
+ * the last has exactly the part size, which R2 requires. On a store that checks signed
+ * bodies (see verify_probe), a body with an expected sha256 that fits one PutObject is
+ * signed with it and not hashed by storage.c at all (digest_by_store): the store refuses
+ * a mismatch. Any failure after CreateMultipartUpload ends with AbortMultipartUpload, so
+ * nothing half-written stays.
  *
- * Streamed PutObject: a body announced above the part size, when bodies may be sent
- * unsigned (MEDIA_S3_PAYLOAD_HASH), goes out as one PutObject whose request starts at open
- * with the announced Content-Length and reads the body through a ring of S3_STREAM_BUF
- * bytes while it arrives. Its last byte is held back until commit, after storage.c has
- * verified the sha256 and the size: a store only keeps an object whose every byte arrived,
- * so a mismatch (or an abort) cancels the request and nothing is stored. It saves the
- * store a multipart upload (RGW spends a third more CPU per byte on one) and the requests
- * of one; it is not retried on its own, since its bytes are gone: the job downloads again.
+ * Streamed PutObject: a body announced above the part size, when the store checks it
+ * (digest_by_store) or bodies may be sent unsigned (MEDIA_S3_PAYLOAD_HASH), goes out as one
+ * PutObject whose request starts at open with the announced Content-Length and reads the
+ * body through a ring of S3_STREAM_BUF bytes while it arrives. Its last byte is held back
+ * until commit, after storage.c has checked the size (and, unless the store does, the
+ * sha256): a store only keeps an object whose every byte arrived, so a mismatch (or an
+ * abort) cancels the request and nothing is stored. It saves the store a multipart upload
+ * (RGW spends a third more CPU per byte on one) and the requests of one; it is not retried
+ * on its own, since its bytes are gone: the job downloads again.
  *
  * Requests are retried on transport errors, timeouts, 5xx, 429, SlowDown and
  * RequestTimeout with exponential backoff and full jitter.
@@ -1483,6 +1485,13 @@ static void verify_probe(struct s3 *s)
     call_start(c, probe_done, s);
 }
 
+/* Ask the store (again) unless its answer is known, being asked, or not due yet. */
+static void probe_if_due(struct s3 *s)
+{
+    if (s->verify == VERIFY_UNKNOWN && mi_mono_ms() >= s->probe_after_ms)
+        verify_probe(s);
+}
+
 /**
  * s3_payload_checked() - see s3.h.
  */
@@ -1514,8 +1523,7 @@ void s3_on_payload_verdict(struct storage *st, s3_verdict_cb cb, void *ctx)
 
     s->verdict_cb = cb;
     s->verdict_ctx = ctx;
-    if (s->verify == VERIFY_UNKNOWN && mi_mono_ms() >= s->probe_after_ms)
-        verify_probe(s);
+    probe_if_due(s);
 }
 
 static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
@@ -1535,8 +1543,7 @@ static int s3_writer_open(struct storage_writer *w, struct mi_err *err)
     wr->w = w;
     wr->s = s;
     w->priv = wr;
-    if (s->verify == VERIFY_UNKNOWN && mi_mono_ms() >= s->probe_after_ms)
-        verify_probe(s);
+    probe_if_due(s);
     /*
      * A body announced below the part size goes out as one PutObject, signed with its
      * sha256; so does a longer one that is streamed. When the store checks that, hashing

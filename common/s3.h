@@ -80,8 +80,8 @@ int s3_payload_checked(const struct storage *st, const char **probe_key);
 
 /**
  * s3_streamed_puts() - how many writers sent their body as one streamed PutObject (an
- * announced body above MEDIA_PART_SIZE that may go unsigned; see s3.c) since
- * storage_new().
+ * announced body above MEDIA_PART_SIZE that the store checks or that may go unsigned; see
+ * s3.c) since storage_new().
  */
 uint64_t s3_streamed_puts(const struct storage *st);
 

@@ -7,7 +7,8 @@
 //    the fake computes it on first sight), then
 //    media-ingest-worker (the real one) started, sampled from /proc every 50 ms (utime+stime,
 //    VmHWM), stopped with SIGTERM once every job is completed or failed
-// 3. plain curl: the same media URLs (looked up beforehand, untimed) downloaded with the
+// 3. plain curl (before the worker with --curl-first; one run's objects are freed before the
+//    other's): the same media URLs (looked up beforehand, untimed) downloaded with the
 //    bearer token into the same storage, C transfers at a time: local → one
 //    `curl --parallel` into files (then fsync of each file, timed apart); s3 → per object
 //    `curl URL | curl -T - --aws-sigv4 …` under `xargs -P C`

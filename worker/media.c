@@ -271,12 +271,19 @@ static void mjob_transient(struct mjob *j, const char *what, const char *detail)
 
 /* ---- fleet-wide conditions: bad token, rate limit, database not ready ---- */
 
+/* Whether claims wait: database not ready, bad token, rate limited, store not asked yet. */
+static bool claims_paused(const struct media *m)
+{
+    bool limited = m->rate_limited_until && mi_mono_ms() < m->rate_limited_until;
+
+    return !m->db_ready || m->token_bad || limited || m->store_probing;
+}
+
 static void update_claims(struct media *m)
 {
     if (!m->w || m->closing)
         return;
-    bool limited = m->rate_limited_until && mi_mono_ms() < m->rate_limited_until;
-    wloop_pause_claims(m->w, !m->db_ready || m->token_bad || limited || m->store_probing);
+    wloop_pause_claims(m->w, claims_paused(m));
 }
 
 static void on_probe_timer(uv_timer_t *t);
@@ -317,8 +324,8 @@ static void on_store_timer(uv_timer_t *t)
     if (!m->store_probing)
         return;
     m->store_probing = false;
-    log_msg(m->log, LOG_INFO, "the store has not answered the payload-check probe within 2 s: "
-            "claims start; bodies are hashed here until it answers", NULL);
+    log_msg(m->log, LOG_INFO, "the store has not answered the payload-check probe: claims "
+            "start; bodies are hashed here until it answers", "waited %d ms", STORE_PROBE_WAIT_MS);
     update_claims(m);
 }
 
@@ -887,6 +894,18 @@ static void pool_closed(void *ctx)
 
 static void teardown_finish(struct media *m);
 
+/* The handler's own timers, initialised in media_setup and closed in teardown_finish. */
+#define MEDIA_TIMERS 6
+static void media_timers(struct media *m, uv_timer_t *out[MEDIA_TIMERS])
+{
+    out[0] = &m->token_timer;
+    out[1] = &m->probe_timer;
+    out[2] = &m->db_timer;
+    out[3] = &m->slow_timer;
+    out[4] = &m->counts_timer;
+    out[5] = &m->store_timer;
+}
+
 /*
  * Wait until the storage's writers (aborts, commits) and requests (an orphan sweep) have
  * finished: freeing it earlier would leave their callbacks and retry timers pointing at
@@ -925,9 +944,10 @@ static void media_teardown(void *hctx)
 
 static void teardown_finish(struct media *m)
 {
-    uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
-                             &m->counts_timer, &m->store_timer };
-    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
+    uv_timer_t *timers[MEDIA_TIMERS];
+
+    media_timers(m, timers);
+    for (size_t i = 0; i < MEDIA_TIMERS; i++)
         uv_close((uv_handle_t *)timers[i], timer_closed);
     if (m->httpd) {
         m->open_handles++;
@@ -965,9 +985,7 @@ static double gauge_inflight(void *ctx)
 
 static double gauge_paused(void *ctx)
 {
-    struct media *m = ctx;
-    bool limited = m->rate_limited_until && mi_mono_ms() < m->rate_limited_until;
-    return !m->db_ready || m->token_bad || limited || m->store_probing;
+    return claims_paused(ctx);
 }
 
 static bool ready(void *ctx, char *reason, size_t cap)
@@ -1046,9 +1064,10 @@ static int media_setup(void **hctx, struct wloop_handler *h, uv_loop_t *loop,
     m->cfg = cfg;
     m->log = log;
     m->jobs.prev = m->jobs.next = &m->jobs;
-    uv_timer_t *timers[] = { &m->token_timer, &m->probe_timer, &m->db_timer, &m->slow_timer,
-                             &m->counts_timer, &m->store_timer };
-    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+    uv_timer_t *timers[MEDIA_TIMERS];
+
+    media_timers(m, timers);
+    for (size_t i = 0; i < MEDIA_TIMERS; i++) {
         uv_timer_init(loop, timers[i]);
         timers[i]->data = m;
         m->open_handles++;
