@@ -261,9 +261,9 @@ async function main() {
   say(`${cfg.jobs} jobs enqueued on ${qname} (${(expectedBytes / 1e6).toFixed(1)} MB)`);
 
   let timedOut = false;
+  const logPath = path.join(cfg.dir, 'worker.log');
   // --- worker run ---
   const runWorker = async () => {
-    const logPath = path.join(cfg.dir, 'worker.log');
     const logFd = fs.openSync(logPath, 'w');
     const env = {
       ...process.env, MEDIA_INGEST_QUEUE_URL: cfg.redisUrl, MEDIA_INGEST_QUEUE: qname,
