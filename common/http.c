@@ -10,9 +10,10 @@
  * curl's sockets live in an epoll set of our own, which the loop watches with one uv_poll.
  * A uv_poll per socket cost about seven system calls per request (uv_poll_init checks the
  * fd with an epoll add and delete and sets it non-blocking; every uv_poll_start deletes
- * the fd and adds it again; stop and close delete it twice): here a socket costs one
- * EPOLL_CTL_ADD, one MOD per change of direction and one DEL. The set is level-triggered,
- * as libuv's is, so an event left unserved is reported again on the next loop turn.
+ * the fd and adds it again; stop and close delete it twice): here a connection costs one
+ * EPOLL_CTL_ADD, one MOD per change of direction, and stays in the set while idle in curl's
+ * cache (see fd_state()). The set is level-triggered, as libuv's is, so an event left
+ * unserved is reported again on the next loop turn.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -51,6 +53,8 @@ struct mi_http {
     CURLM *multi;
     uv_timer_t timer;                /* curl's single timeout */
     int epfd;                        /* curl's sockets (see the top of this file) */
+    uint8_t *fds;                    /* FDS_* state per fd of curl's sockets */
+    size_t nfds;
     uv_poll_t epoll;                 /* the loop's watch on epfd: referenced while active */
     uv_timer_t reap;                 /* completes cancelled requests outside curl */
     uv_prepare_t turn;               /* a new loop turn: resume transfers paused for fairness */
@@ -338,13 +342,50 @@ static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
 }
 
 /*
- * An epoll event carries the fd and the CURL_POLL_* directions it was registered for, so
- * that readiness maps to curl's select bits as curl's own Curl_socket_check() maps poll():
- * a socket watched for reading is readable on data, hang-up or error; one watched for
- * writing is writable, or in error on hang-up or error.
+ * Per-fd state of curl's sockets, indexed by fd (FDS_*): whether the fd is in the epoll set
+ * and for which directions, what curl wants now, and whether it is a connection socket
+ * that curl opened and will close through our callbacks (http_sock_open/close).
+ *
+ * curl drops a connection's socket (CURL_POLL_REMOVE) after every request and asks for it
+ * again on the next request that reuses the connection. A connection socket stays in the
+ * set meanwhile, so that asking again for the same direction costs no system call (it
+ * used to cost a DEL and an ADD per request). An idle socket that reports an event (the
+ * server closed it) is deleted then; closing it removes it from the set by itself, and the
+ * close callback forgets it before its fd number can be reused. Other sockets (the
+ * threaded resolver's, which curl closes itself) are deleted at once, as before.
  */
-#define EV_DATA(fd, what) ((uint64_t)(uint32_t)(fd) | ((uint64_t)(unsigned)(what) << 32))
+#define FDS_EV_IN 0x01u      /* in the set for EPOLLIN */
+#define FDS_EV_OUT 0x02u     /* in the set for EPOLLOUT */
+#define FDS_IN_SET 0x04u
+#define FDS_CONN 0x08u       /* opened and closed through our callbacks */
+#define FDS_WANT_SHIFT 4     /* curl's CURL_POLL_IN/OUT/INOUT, 0 when not watched */
 
+static uint8_t *fd_state(struct mi_http *h, curl_socket_t fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= h->nfds) {
+        size_t n = h->nfds ? h->nfds : 64;
+        uint8_t *t;
+
+        while (n <= (size_t)fd)
+            n *= 2;
+        t = realloc(h->fds, n);
+        if (!t)
+            return NULL;
+        memset(t + h->nfds, 0, n - h->nfds);
+        h->fds = t;
+        h->nfds = n;
+    }
+    return &h->fds[fd];
+}
+
+/*
+ * Readiness maps to curl's select bits as curl's own Curl_socket_check() maps poll(): a
+ * socket watched for reading is readable on data, hang-up or error; one watched for writing
+ * is writable, or in error on hang-up or error. The directions are curl's current ones
+ * (the fd's state), not those the event was registered with.
+ */
 static void on_epoll(uv_poll_t *p, int status, int events)
 {
     struct mi_http *h = p->data;
@@ -357,18 +398,27 @@ static void on_epoll(uv_poll_t *p, int status, int events)
         uv_poll_start(&h->epoll, UV_READABLE, on_epoll);
     n = epoll_wait(h->epfd, ev, (int)(sizeof(ev) / sizeof(ev[0])), 0);
     for (int i = 0; i < n; i++) {
-        curl_socket_t fd = (curl_socket_t)(uint32_t)ev[i].data.u64;
-        unsigned what = (unsigned)(ev[i].data.u64 >> 32);
+        curl_socket_t fd = ev[i].data.fd;
         uint32_t e = ev[i].events;
+        unsigned st = (size_t)fd < h->nfds ? h->fds[fd] : 0;
+        unsigned what = st >> FDS_WANT_SHIFT;
         int flags = 0;
 
+        /* closed by curl earlier in this batch (the set dropped it) */
+        if (!(st & FDS_IN_SET))
+            continue;
+        if (!what) {
+            /* an idle connection in curl's cache: curl checks it before reusing it */
+            epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, &ev[i]);
+            h->fds[fd] = (uint8_t)(st & FDS_CONN);
+            continue;
+        }
         if ((what & CURL_POLL_IN) && (e & (EPOLLIN | EPOLLHUP | EPOLLERR)))
             flags |= CURL_CSELECT_IN;
         if ((what & CURL_POLL_OUT) && (e & EPOLLOUT))
             flags |= CURL_CSELECT_OUT;
         if ((what & CURL_POLL_OUT) && (e & (EPOLLHUP | EPOLLERR)))
             flags |= CURL_CSELECT_ERR;
-        /* A socket that an earlier call in this batch removed is ignored by curl. */
         h->in_curl++;
         curl_multi_socket_action(h->multi, fd, flags, &running);
         h->in_curl--;
@@ -376,31 +426,74 @@ static void on_epoll(uv_poll_t *p, int status, int events)
     drain(h);
 }
 
-/* socketp is only a mark: non-NULL once the socket is in the epoll set. */
 static int sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     struct mi_http *h = userp;
     struct epoll_event ev = { 0 };
+    uint8_t *st = fd_state(h, fd);
+    unsigned dirs;
     int op;
 
     (void)easy;
+    (void)socketp;
     if (what == CURL_POLL_REMOVE) {
+        if (!st || !(*st & FDS_IN_SET))
+            return 0;
+        if (*st & FDS_CONN) {
+            *st &= (uint8_t)~(3u << FDS_WANT_SHIFT);
+            return 0;
+        }
         /* ENOENT/EBADF: the socket is already out of the set; nothing to undo */
-        if (socketp)
-            epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, &ev);
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, &ev);
+        *st = 0;
         return 0;
     }
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
-    ev.data.u64 = EV_DATA(fd, what);
-    op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (!st)
+        return -1;
+    dirs = ((what & CURL_POLL_IN) ? FDS_EV_IN : 0) | ((what & CURL_POLL_OUT) ? FDS_EV_OUT : 0);
+    if ((*st & FDS_IN_SET) && (*st & (FDS_EV_IN | FDS_EV_OUT)) == dirs) {
+        *st = (uint8_t)((*st & (FDS_IN_SET | FDS_CONN | dirs)) | ((unsigned)what << FDS_WANT_SHIFT));
+        return 0;
+    }
+    ev.events = ((dirs & FDS_EV_IN) ? EPOLLIN : 0) | ((dirs & FDS_EV_OUT) ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    op = (*st & FDS_IN_SET) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (epoll_ctl(h->epfd, op, fd, &ev) != 0) {
         op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
         if (op < 0 || epoll_ctl(h->epfd, op, fd, &ev) != 0)
             return -1;
     }
-    if (!socketp)
-        curl_multi_assign(h->multi, fd, h);
+    *st = (uint8_t)(FDS_IN_SET | (*st & FDS_CONN) | dirs | ((unsigned)what << FDS_WANT_SHIFT));
     return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: curl's own socket(2), marked as one we see closed. */
+static curl_socket_t sock_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct mi_http *h = clientp;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    uint8_t *st;
+
+    (void)purpose;
+    if (fd == CURL_SOCKET_BAD)
+        return fd;
+    st = fd_state(h, fd);
+    if (!st) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    *st = FDS_CONN;
+    return fd;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: closing takes the fd out of the set; forget it first. */
+static int sock_close(void *clientp, curl_socket_t fd)
+{
+    struct mi_http *h = clientp;
+
+    if (fd >= 0 && (size_t)fd < h->nfds)
+        h->fds[fd] = 0;
+    return close(fd);
 }
 
 /* --- per-request curl callbacks ---------------------------------------------------- */
@@ -600,6 +693,7 @@ static void http_closed(uv_handle_t *hd)
 
     if (--h->open_handles == 0) {
         close(h->epfd);
+        free(h->fds);
         free(h->user_agent);
         free(h);
         curl_global_cleanup();
@@ -817,6 +911,10 @@ static CURLcode req_setup(struct http_req *rq)
     SET(CURLOPT_ERRORBUFFER, rq->errbuf);
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_OPENSOCKETFUNCTION, sock_open);
+    SET(CURLOPT_OPENSOCKETDATA, rq->http);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, sock_close);
+    SET(CURLOPT_CLOSESOCKETDATA, rq->http);
     SET(CURLOPT_TIMEOUT_MS, (long)rq->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
     SET(CURLOPT_USERAGENT, rq->http->user_agent);

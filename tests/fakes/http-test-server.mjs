@@ -77,6 +77,13 @@ const server = http.createServer((req, res) => {
     res.writeHead(200, { 'Content-Type': 'text/plain' });
     return res.end(req.url);
   }
+  if (path === '/conn-drop') {
+    // answers on a kept-alive connection, then closes it while the client holds it idle
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    res.end(String(req.socket.remotePort));
+    setTimeout(() => req.socket.destroy(), Number(url.searchParams.get('ms') || '100'));
+    return;
+  }
   if (path === '/conn') {
     res.writeHead(200, { 'Content-Type': 'text/plain' });
     return res.end(String(req.socket.remotePort));
