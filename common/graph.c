@@ -27,6 +27,9 @@
 #define GRAPH_MAX_ERROR_BODY (64 * 1024)
 #define GRAPH_LOOKUP_TIMEOUT_MS 30000
 #define GRAPH_DOWNLOAD_TIMEOUT_MS 600000
+/* A CDN connection that stops sending would otherwise hold its job until the deadline
+ * above, long after the URL (5 minutes) has expired. */
+#define GRAPH_DOWNLOAD_IDLE_MS 60000
 #define GRAPH_MAX_REDIRECTS 3
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -627,6 +630,7 @@ struct graph_client {
     char *token;                 /* when no getter is set; wiped on change and free */
     uint64_t lookup_timeout_ms;
     uint64_t download_timeout_ms;
+    uint64_t download_idle_ms;
     int usage_thr;
     graph_token_fn token_fn;
     void *token_ctx;
@@ -686,6 +690,8 @@ int graph_client_new(struct graph_client **cp, struct mi_http *http,
                                                      : GRAPH_LOOKUP_TIMEOUT_MS;
     c->download_timeout_ms = o && o->download_timeout_ms ? o->download_timeout_ms
                                                          : GRAPH_DOWNLOAD_TIMEOUT_MS;
+    c->download_idle_ms = o && o->download_idle_ms ? o->download_idle_ms
+                                                   : GRAPH_DOWNLOAD_IDLE_MS;
     c->usage_thr = o ? o->usage_threshold_pct : 0;
     c->token_fn = o ? o->token_fn : NULL;
     c->token_ctx = o ? o->token_ctx : NULL;
@@ -1052,6 +1058,7 @@ int graph_download(struct graph_client *c, const char *url, uint64_t max_bytes,
     if (r != 0)
         goto fail;
     http_req_timeout(rq, c->download_timeout_ms);
+    http_req_idle_timeout(rq, c->download_idle_ms);
     http_req_follow(rq, GRAPH_MAX_REDIRECTS);
     http_req_max_body(rq, GRAPH_MAX_ERROR_BODY);
     http_req_on_data(rq, dl_data, dl);

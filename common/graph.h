@@ -193,6 +193,8 @@ struct graph_client_opts {
     const char *user_agent;      /* NULL: "media-ingest-worker/<project version>" */
     uint64_t lookup_timeout_ms;  /* 0: 30 s */
     uint64_t download_timeout_ms; /* 0: 10 min; the whole download's deadline */
+    uint64_t download_idle_ms;   /* 0: 60 s; a download that moves no byte that long (not
+                                    counting the caller's pauses) is cut: transient */
     int usage_threshold_pct;     /* 0: 80 */
     graph_token_fn token_fn;     /* NULL: use graph_client_set_token() */
     void *token_ctx;

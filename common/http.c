@@ -38,6 +38,8 @@ enum req_state { RQ_NEW = 0, RQ_RUNNING, RQ_DONE };
  * (Redis, the database, /metrics) for seconds. */
 #define HTTP_TURN_BYTES (256 * 1024)
 #define HTTP_DOWNLOAD_BUFFER (64L * 1024)
+/* How often requests with an idle timeout are looked at (http_req_idle_timeout). */
+#define HTTP_IDLE_CHECK_MS 250
 /* Easy handles kept for reuse after their request ends (curl_easy_reset keeps a handle's
  * allocations: its state and its buffers). A busy worker has about one transfer per job in
  * flight, so this covers a worker's usual concurrency; beyond it, handles are freed. */
@@ -58,6 +60,8 @@ struct mi_http {
     uv_poll_t epoll;                 /* the loop's watch on epfd: referenced while active */
     uv_timer_t reap;                 /* completes cancelled requests outside curl */
     uv_prepare_t turn;               /* a new loop turn: resume transfers paused for fairness */
+    uv_timer_t idle;                 /* looks for stalled requests while any has an idle timeout */
+    unsigned idle_watched;           /* running requests with an idle timeout */
     unsigned turn_no;
     size_t fair_paused;              /* requests to resume at the next turn (on_turn) */
     int in_curl;                     /* inside curl_multi_socket_action() or curl_easy_pause() */
@@ -84,6 +88,9 @@ struct http_req {
     char *url;
     struct curl_slist *headers;
     uint64_t timeout_ms;
+    uint64_t idle_ms;                /* http_req_idle_timeout(), 0: none */
+    uint64_t last_io;                /* loop time of the last byte moved, or of a resume */
+    bool stalled;                    /* ended by the idle check */
     long follow;
     long code;                       /* this response's status, read at its first body byte;
                                         0 again at each status line (100, redirects) */
@@ -177,6 +184,9 @@ static int map_result(struct http_req *rq, CURLcode res, struct mi_err *err)
     const char *m = http_method_name(rq->method);
     const char *text = rq->errbuf[0] ? rq->errbuf : curl_easy_strerror(res);
 
+    if (rq->stalled)
+        return mi_err_set(err, HTTP_E_TIMEOUT, "http %s: no data moved for %llu ms: the peer "
+                          "stalled", m, (unsigned long long)rq->idle_ms);
     if (rq->canceled)
         return mi_err_set(err, HTTP_E_CANCELED, "http %s: cancelled", m);
     if (rq->abort_status == HTTP_E_TOOBIG)
@@ -237,6 +247,8 @@ static void req_complete(struct http_req *rq, CURLcode res)
     rq->state = RQ_DONE;
     if (rq->fair_paused)
         h->fair_paused--;
+    if (rq->idle_ms && --h->idle_watched == 0)
+        uv_timer_stop(&h->idle);
     list_del(h, rq);
     if (--h->active == 0)
         uv_unref((uv_handle_t *)&h->epoll);
@@ -284,6 +296,25 @@ static void on_reap(uv_timer_t *t)
             }
         }
     }
+}
+
+/* Requests that moved no byte for their idle timeout, unless paused by their caller, end
+ * as the cancelled ones do (outside curl, from the reap timer), with HTTP_E_TIMEOUT. */
+static void on_idle_check(uv_timer_t *t)
+{
+    struct mi_http *h = t->data;
+    uint64_t now = uv_now(h->loop);
+    bool any = false;
+
+    for (struct http_req *rq = h->reqs; rq; rq = rq->next) {
+        if (rq->idle_ms && !rq->paused && !rq->canceled && now - rq->last_io >= rq->idle_ms) {
+            rq->stalled = true;
+            rq->canceled = true;
+            any = true;
+        }
+    }
+    if (any)
+        uv_timer_start(&h->reap, on_reap, 0, 0);
 }
 
 /* --- curl's socket and timer callbacks --------------------------------------------- */
@@ -504,6 +535,7 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *userp)
     size_t cap = size * nmemb, n = 0;
     int r;
 
+    rq->last_io = uv_now(rq->http->loop);
     if (!rq->read_cb) {
         n = rq->body_len - rq->body_off;
         if (n > cap)
@@ -540,6 +572,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
     int r;
 
+    rq->last_io = uv_now(rq->http->loop);
     if (rq->code == 0)
         curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->code);
     /* Error bodies of streamed responses are collected so the caller can read them. */
@@ -582,6 +615,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb, nl, vs, ve;
     const char *colon;
 
+    rq->last_io = uv_now(rq->http->loop);
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         rq->hdrs.len = 0;
         rq->code = 0;
@@ -666,8 +700,11 @@ int http_new(struct mi_http **httpp, uv_loop_t *loop, struct mi_err *err)
     h->timer.data = h;
     h->reap.data = h;
     h->turn.data = h;
+    uv_timer_init(loop, &h->idle);
+    uv_unref((uv_handle_t *)&h->idle);
+    h->idle.data = h;
     h->epoll.data = h;
-    h->open_handles = 4;
+    h->open_handles = 5;
     *httpp = h;
     return 0;
 
@@ -724,6 +761,7 @@ void http_free(struct mi_http *http)
     uv_close((uv_handle_t *)&http->timer, http_closed);
     uv_close((uv_handle_t *)&http->reap, http_closed);
     uv_close((uv_handle_t *)&http->turn, http_closed);
+    uv_close((uv_handle_t *)&http->idle, http_closed);
 }
 
 /**
@@ -844,6 +882,15 @@ int http_req_bearer(struct http_req *rq, const char *token)
 void http_req_timeout(struct http_req *rq, uint64_t ms)
 {
     rq->timeout_ms = ms ? ms : HTTP_DEFAULT_TIMEOUT_MS;
+}
+
+/**
+ * http_req_idle_timeout() - see http.h.
+ */
+void http_req_idle_timeout(struct http_req *rq, uint64_t ms)
+{
+    if (rq->state == RQ_NEW)
+        rq->idle_ms = ms;
 }
 
 /**
@@ -1010,6 +1057,11 @@ int http_req_start(struct http_req *rq, http_done_cb cb, void *ctx, struct mi_er
     list_add(h, rq);
     if (h->active++ == 0)
         uv_ref((uv_handle_t *)&h->epoll);
+    if (rq->idle_ms) {
+        rq->last_io = uv_now(h->loop);
+        if (h->idle_watched++ == 0)
+            uv_timer_start(&h->idle, on_idle_check, HTTP_IDLE_CHECK_MS, HTTP_IDLE_CHECK_MS);
+    }
     return 0;
 }
 
@@ -1023,6 +1075,7 @@ void http_req_unpause(struct http_req *rq)
     if (rq->state != RQ_RUNNING || !rq->paused)
         return;
     rq->paused = false;
+    rq->last_io = uv_now(h->loop);   /* a paused time is not idle time */
     /*
      * From inside one of curl's callbacks (another transfer's data feeding this one's
      * body), curl_easy_pause() would re-enter the multi handle: resume it at the next

@@ -144,6 +144,14 @@ int http_req_bearer(struct http_req *rq, const char *token) MI_MUSTCHECK;
 void http_req_timeout(struct http_req *rq, uint64_t ms);
 
 /**
+ * http_req_idle_timeout() - end the request with HTTP_E_TIMEOUT when, for @ms, no byte has
+ * moved either way (status line, headers, body sent or received) while the caller had not
+ * paused it (HTTP_PAUSE): a peer that stalls mid-transfer. 0 (the default): none. Checked
+ * every HTTP_IDLE_CHECK_MS, so it fires up to that much late. Set it before the start.
+ */
+void http_req_idle_timeout(struct http_req *rq, uint64_t ms);
+
+/**
  * http_req_body_buf() - send @len bytes of @buf as the body (borrowed: @buf must stay
  * valid and unchanged until the done callback). Sets Content-Length.
  */

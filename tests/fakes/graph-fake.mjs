@@ -67,6 +67,8 @@
 //   graphError?: {code, subcode?, status?, message?, type?, details?} (HTTP status from the
 //   doc's table unless given), status?: plain HTTP status without a Graph body (429, 503..),
 //   retryAfter?: s, cutAfter?: bytes (destroy the connection after that many body bytes),
+//   stallAfter?: bytes (send that many body bytes, then nothing more: the connection stays
+//   open until the client gives up),
 //   bytesPerSec?: N (slow body), corrupt?: true (one byte flipped: sha256 mismatch),
 //   truncate?: bytes (send fewer bytes with a matching Content-Length: a short file),
 //   chunked?: true (download: chunked transfer encoding, no Content-Length),
@@ -590,6 +592,7 @@ export async function startGraphFake(opts = {}) {
 
     const key = keyOf(m.seed);
     const cutAfter = f && f.cutAfter !== undefined ? f.cutAfter : Infinity;
+    const stallAfter = f && f.stallAfter !== undefined ? f.stallAfter : Infinity;
     const rate = f && f.bytesPerSec ? f.bytesPerSec : 0;
     const flip = f && f.corrupt ? Math.floor(len / 2) : -1;
     let sent = 0;
@@ -602,6 +605,7 @@ export async function startGraphFake(opts = {}) {
         let n = Math.min(CHUNK, len - sent);
         if (rate) n = Math.min(n, Math.max(1, Math.floor(rate / 10)));
         if (sent + n > cutAfter) n = cutAfter - sent;
+        if (sent + n > stallAfter) n = stallAfter - sent;
         if (n > 0) {
           const buf = streamBytes(key, start + sent, n);
           if (flip >= sent && flip < sent + n) buf[flip - sent] ^= 0x5a;
@@ -610,6 +614,11 @@ export async function startGraphFake(opts = {}) {
           st.stats.bytesServed += n;
           ids.bytes += n;
           if (!ok) await drainOrClose(res);
+        }
+        if (sent >= stallAfter) {
+          // Hold the connection, sending nothing, until the client closes it.
+          if (!closed) await new Promise((resolve) => res.once('close', resolve));
+          return;
         }
         if (sent >= cutAfter) {
           // Let the bytes already written reach the client, then reset the connection.

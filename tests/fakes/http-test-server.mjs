@@ -9,6 +9,8 @@
 //   GET  /status/CODE      that status with a small XML body
 //   GET  /slow?ms=M        answers after M ms
 //   GET  /cut              destroys the connection without answering
+//   GET  /stall?after=N    announces 2N bytes of the pattern, sends N, then nothing (open)
+//   GET  /drip?chunks=C&ms=M  C chunks of 1000 bytes of the pattern, one every M ms
 //   GET  /headers          answers X-One: 1 and X-Two: two words
 //   GET  /conn             answers the client's remote port (to observe connection reuse)
 //   GET  /target           answers the request target as received: "/target", or the absolute
@@ -69,6 +71,27 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (path === '/cut') return req.socket.destroy();
+  if (path === '/stall') {
+    const n = Number(url.searchParams.get('after') || '1000');
+    res.writeHead(200, { 'Content-Type': 'application/x-test', 'Content-Length': 2 * n });
+    res.write(pattern(n));
+    return;   // the rest never comes; the client has to give up
+  }
+  if (path === '/drip') {
+    const chunks = Number(url.searchParams.get('chunks') || '5');
+    const body = pattern(chunks * 1000);
+    let i = 0;
+    res.writeHead(200, { 'Content-Type': 'application/x-test', 'Content-Length': body.length });
+    const t = setInterval(() => {
+      res.write(body.subarray(i * 1000, (i + 1) * 1000));
+      if (++i === chunks) {
+        clearInterval(t);
+        res.end();
+      }
+    }, Number(url.searchParams.get('ms') || '100'));
+    res.on('close', () => clearInterval(t));
+    return;
+  }
   if (path === '/headers') {
     res.writeHead(200, { 'X-One': '1', 'X-Two': '  two words  ' });
     return res.end('h');

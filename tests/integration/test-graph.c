@@ -518,7 +518,7 @@ static void test_pnid_timeout_cancel(void)
 {
     struct graph_client_opts o = { .base_url = base, .version = "v25.0", .token_fn = get_token,
                                    .token_ctx = token, .phone_number_id = "555",
-                                   .lookup_timeout_ms = 300 };
+                                   .lookup_timeout_ms = 300, .download_idle_ms = 300 };
     struct graph_client *c = NULL;
     struct mi_err err = MI_ERR_INIT;
     struct lk l = { 0 };
@@ -529,7 +529,9 @@ static void test_pnid_timeout_cancel(void)
          "{\"id\":\"4002\",\"size\":10,\"phoneNumberId\":\"666\"},"
          "{\"id\":\"4003\",\"size\":10,\"faults\":[{\"latencyMs\":1500}]},"
          "{\"id\":\"4004\",\"size\":400000,\"faults\":[{\"on\":\"download\","
-         "\"bytesPerSec\":200000}]}]");
+         "\"bytesPerSec\":200000}]},"
+         "{\"id\":\"4005\",\"size\":300000,\"faults\":[{\"on\":\"download\","
+         "\"stallAfter\":100000}]}]");
     lookup(c, "4001", &l);
     TAP_EQ_INT(l.cls, GRAPH_OK);
     lookup(c, "4002", &l);
@@ -538,6 +540,17 @@ static void test_pnid_timeout_cancel(void)
     lookup(c, "4003", &l);
     TAP_EQ_INT(l.cls, GRAPH_TRANSIENT);
     TAP_EQ_INT(l.status, HTTP_E_TIMEOUT);
+
+    /* A body that stops coming is cut after the idle time (300 ms here), not the 10-minute
+     * deadline: a stall is transient, like a cut body. 4004 (slow, 2 s in all, but moving)
+     * is not idle: it is cancelled below only once it has delivered. */
+    lookup(c, "4005", &l);
+    download(c, l.media.url, 0, l.media.file_size, l.media.sha256, &d, 0);
+    dl_free(&d);
+    TAP_EQ_INT(d.res.cls, GRAPH_TRANSIENT);
+    TAP_EQ_INT(d.res.status, HTTP_E_TIMEOUT);
+    TAP_CHECK(strstr(d.msg, "stalled") != NULL);
+    TAP_EQ_INT(d.got, 100000);
 
     /* Cancel mid-body: done runs once, with HTTP_E_CANCELED. */
     lookup(c, "4004", &l);

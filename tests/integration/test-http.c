@@ -297,6 +297,89 @@ static void test_idle_closed(void)
     uv_run(&loop, UV_RUN_DEFAULT);
 }
 
+/* --- idle timeout ---------------------------------------------------------------- */
+
+struct holder {
+    struct http_req *rq;
+    uv_timer_t t;
+    uint64_t got;
+    int pauses;
+};
+
+static void holder_resume(uv_timer_t *t)
+{
+    struct holder *h = t->data;
+
+    http_req_unpause(h->rq);
+}
+
+/* Holds the first delivery back for 900 ms: longer than the idle timeout under test. */
+static int holder_write(void *ctx, const char *buf, size_t len)
+{
+    struct holder *h = ctx;
+
+    (void)buf;
+    if (h->pauses == 0) {
+        h->pauses++;
+        uv_timer_start(&h->t, holder_resume, 900, 0);
+        return HTTP_PAUSE;
+    }
+    h->got += len;
+    return 0;
+}
+
+/* A request ended by its idle timeout (300 ms), with how long it took. */
+static uint64_t run_idle(struct http_req *rq, struct result *r)
+{
+    uint64_t t0;
+
+    uv_update_time(&loop);
+    t0 = uv_now(&loop);
+    http_req_idle_timeout(rq, 300);
+    http_req_timeout(rq, 5000);
+    run(rq, r);
+    uv_update_time(&loop);
+    return uv_now(&loop) - t0;
+}
+
+static void test_idle_timeout(void)
+{
+    struct result r;
+    struct holder h = { 0 };
+    uint64_t ms;
+
+    /* A peer that stops sending mid-body is cut after the idle time, not the deadline. */
+    ms = run_idle(mk(HTTP_GET, "/stall?after=1000"), &r);
+    printf("# stalled body cut after %llu ms\n", (unsigned long long)ms);
+    TAP_EQ_INT(r.status, HTTP_E_TIMEOUT);
+    TAP_CHECK(strstr(r.msg, "no data moved for 300 ms") != NULL);
+    TAP_CHECK(ms >= 300 && ms < 1500);
+    /* ...and one that never answers at all. */
+    ms = run_idle(mk(HTTP_GET, "/slow?ms=3000"), &r);
+    TAP_EQ_INT(r.status, HTTP_E_TIMEOUT);
+    TAP_CHECK(ms >= 300 && ms < 1500);
+
+    /* Slow but moving (a chunk every 100 ms for 1 s): not idle. */
+    ms = run_idle(mk(HTTP_GET, "/drip?chunks=10&ms=100"), &r);
+    TAP_EQ_INT(r.status, 0);
+    TAP_EQ_INT(r.code, 200);
+    TAP_EQ_INT(r.body_len, 10000);
+    TAP_CHECK(ms >= 900);
+
+    /* Paused by its caller for 900 ms: that is not the peer stalling. */
+    uv_timer_init(&loop, &h.t);
+    h.t.data = &h;
+    h.rq = mk(HTTP_GET, "/bytes?n=300000");
+    http_req_on_data(h.rq, holder_write, &h);
+    ms = run_idle(h.rq, &r);
+    TAP_EQ_INT(r.status, 0);
+    TAP_EQ_INT(r.code, 200);
+    TAP_EQ_INT(h.got, 300000);
+    TAP_CHECK(ms >= 900);
+    uv_close((uv_handle_t *)&h.t, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
 int main(void)
 {
     const char *node = it_node();
@@ -440,6 +523,7 @@ int main(void)
     }
 
     test_cancel();
+    test_idle_timeout();
 
     /* Many in parallel. */
     {
