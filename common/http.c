@@ -298,23 +298,27 @@ static void on_reap(uv_timer_t *t)
     }
 }
 
+/* End @rq from the loop, outside curl (on_reap), with HTTP_E_CANCELED, or the status its
+ * flags say (map_result). */
+static void cancel_later(struct http_req *rq)
+{
+    rq->canceled = true;
+    uv_timer_start(&rq->http->reap, on_reap, 0, 0);
+}
+
 /* Requests that moved no byte for their idle timeout, unless paused by their caller, end
  * as the cancelled ones do (outside curl, from the reap timer), with HTTP_E_TIMEOUT. */
 static void on_idle_check(uv_timer_t *t)
 {
     struct mi_http *h = t->data;
     uint64_t now = uv_now(h->loop);
-    bool any = false;
 
     for (struct http_req *rq = h->reqs; rq; rq = rq->next) {
         if (rq->idle_ms && !rq->paused && !rq->canceled && now - rq->last_io >= rq->idle_ms) {
             rq->stalled = true;
-            rq->canceled = true;
-            any = true;
+            cancel_later(rq);
         }
     }
-    if (any)
-        uv_timer_start(&h->reap, on_reap, 0, 0);
 }
 
 /* --- curl's socket and timer callbacks --------------------------------------------- */
@@ -1100,8 +1104,7 @@ void http_req_cancel(struct http_req *rq)
 {
     if (rq->state != RQ_RUNNING || rq->canceled)
         return;
-    rq->canceled = true;
-    uv_timer_start(&rq->http->reap, on_reap, 0, 0);
+    cancel_later(rq);
 }
 
 /**

@@ -91,6 +91,7 @@ static void sha_hex(const void *p, size_t n, char out[65])
 struct sink {
     struct http_req *rq;
     uv_timer_t t;
+    uint64_t hold_ms;   /* 0: refuse every other delivery for 1 ms; else the first for this */
     uint64_t got;
     int pauses;
     bool bad;
@@ -108,11 +109,11 @@ static int sink_write(void *ctx, const char *buf, size_t len)
 {
     struct sink *s = ctx;
 
-    /* Refuse every other delivery, so that each chunk is delivered again later. */
+    /* A refused delivery is delivered again once resumed. */
     s->flip = !s->flip;
-    if (s->flip) {
+    if (s->hold_ms ? s->pauses == 0 : s->flip) {
         s->pauses++;
-        uv_timer_start(&s->t, sink_resume, 1, 0);
+        uv_timer_start(&s->t, sink_resume, s->hold_ms ? s->hold_ms : 1, 0);
         return HTTP_PAUSE;
     }
     for (size_t i = 0; i < len; i++) {
@@ -123,24 +124,35 @@ static int sink_write(void *ctx, const char *buf, size_t len)
     return 0;
 }
 
+/* A GET of @path streamed into @s (its timer initialised); sink_done() closes the timer. */
+static struct http_req *sink_get(struct sink *s, const char *path)
+{
+    uv_timer_init(&loop, &s->t);
+    s->t.data = s;
+    s->rq = mk(HTTP_GET, path);
+    http_req_on_data(s->rq, sink_write, s);
+    return s->rq;
+}
+
+static void sink_done(struct sink *s)
+{
+    uv_close((uv_handle_t *)&s->t, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
 static void test_stream_download(void)
 {
     struct sink s = { 0 };
     struct result r;
 
-    uv_timer_init(&loop, &s.t);
-    s.t.data = &s;
-    s.rq = mk(HTTP_GET, "/bytes?n=5000000");
-    http_req_on_data(s.rq, sink_write, &s);
-    run(s.rq, &r);
+    run(sink_get(&s, "/bytes?n=5000000"), &r);
     TAP_EQ_INT(r.calls, 1);
     TAP_EQ_INT(r.status, 0);
     TAP_EQ_INT(r.code, 200);
     TAP_EQ_INT(s.got, 5000000);
     TAP_CHECK(!s.bad);
     TAP_CHECK(s.pauses > 10);
-    uv_close((uv_handle_t *)&s.t, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    sink_done(&s);
 }
 
 /* --- streamed upload with pauses ------------------------------------------------- */
@@ -299,35 +311,6 @@ static void test_idle_closed(void)
 
 /* --- idle timeout ---------------------------------------------------------------- */
 
-struct holder {
-    struct http_req *rq;
-    uv_timer_t t;
-    uint64_t got;
-    int pauses;
-};
-
-static void holder_resume(uv_timer_t *t)
-{
-    struct holder *h = t->data;
-
-    http_req_unpause(h->rq);
-}
-
-/* Holds the first delivery back for 900 ms: longer than the idle timeout under test. */
-static int holder_write(void *ctx, const char *buf, size_t len)
-{
-    struct holder *h = ctx;
-
-    (void)buf;
-    if (h->pauses == 0) {
-        h->pauses++;
-        uv_timer_start(&h->t, holder_resume, 900, 0);
-        return HTTP_PAUSE;
-    }
-    h->got += len;
-    return 0;
-}
-
 /* A request ended by its idle timeout (300 ms), with how long it took. */
 static uint64_t run_idle(struct http_req *rq, struct result *r)
 {
@@ -345,7 +328,7 @@ static uint64_t run_idle(struct http_req *rq, struct result *r)
 static void test_idle_timeout(void)
 {
     struct result r;
-    struct holder h = { 0 };
+    struct sink held = { .hold_ms = 900 };
     uint64_t ms;
 
     /* A peer that stops sending mid-body is cut after the idle time, not the deadline. */
@@ -367,17 +350,13 @@ static void test_idle_timeout(void)
     TAP_CHECK(ms >= 900);
 
     /* Paused by its caller for 900 ms: that is not the peer stalling. */
-    uv_timer_init(&loop, &h.t);
-    h.t.data = &h;
-    h.rq = mk(HTTP_GET, "/bytes?n=300000");
-    http_req_on_data(h.rq, holder_write, &h);
-    ms = run_idle(h.rq, &r);
+    ms = run_idle(sink_get(&held, "/bytes?n=300000"), &r);
     TAP_EQ_INT(r.status, 0);
     TAP_EQ_INT(r.code, 200);
-    TAP_EQ_INT(h.got, 300000);
+    TAP_EQ_INT(held.got, 300000);
+    TAP_CHECK(!held.bad);
     TAP_CHECK(ms >= 900);
-    uv_close((uv_handle_t *)&h.t, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    sink_done(&held);
 }
 
 int main(void)
